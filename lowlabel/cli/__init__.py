@@ -1,0 +1,1 @@
+"""The ``lowlabel`` command line (DESIGN.md section 4)."""

@@ -1,0 +1,87 @@
+"""Per-image evaluation artefacts that the report draws, written by a method's ``evaluate``.
+
+The report never reloads a model: evaluation leaves, in ``<run>/eval/<split>/``,
+
+* ``per_image.csv``: ``image_id,score`` rows, the method's per-image metric (higher is better:
+  box IoU for localization, image mIoU for segmentation). The failure gallery shows the lowest.
+* ``samples/<image_id>.npz``: one file per sample image, written by :func:`save_sample`.
+
+Sample images are the first ``num_fixed`` ids of the split in sorted order (the same for every run
+on the same data, so a method and its baseline are shown on the same images), plus the
+``num_worst`` lowest-scoring ones.
+
+An ``.npz`` holds ``kind`` (a string naming the panel type: ``"localization"``,
+``"segmentation"``; later ``"propagation"``, ``"detection"``, ``"translation"``), ``image``
+(uint8 H×W×3) and kind-specific arrays:
+
+* localization: ``heatmap`` (float32 H×W in [0, 1]), ``gt_boxes`` (N×4 xyxy inclusive pixels),
+  ``pred_boxes`` (M×4), optional ``gt_mask`` (uint8 H×W);
+* segmentation: ``gt`` (uint8 H×W class ids, 255 ignore), ``seed`` (uint8 H×W), optional
+  ``pseudo`` (uint8 H×W), plus ``class_names`` (array of str, index = class id).
+
+Extra text fields (``label``, ``caption``) are stored as 0-d string arrays. The report
+HTML-escapes every string it shows.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def save_sample(out_dir: Path, image_id: str, kind: str, image: np.ndarray, **arrays: Any) -> Path:
+    """Write ``<out_dir>/samples/<safe id>.npz`` and return its path."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"sample {image_id}: image must be uint8 HxWx3, got {image.dtype} {image.shape}")
+    folder = Path(out_dir) / "samples"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (safe_name(image_id) + ".npz")
+    payload = {k: np.asarray(v) for k, v in arrays.items() if v is not None}
+    np.savez_compressed(path, kind=np.asarray(kind), image_id=np.asarray(image_id), image=image, **payload)
+    return path
+
+
+def load_sample(path: Path) -> dict[str, Any]:
+    """Read a sample written by :func:`save_sample`; 0-d string arrays come back as ``str``."""
+    with np.load(path, allow_pickle=False) as data:
+        out: dict[str, Any] = {}
+        for key in data.files:
+            value = data[key]
+            out[key] = str(value) if value.dtype.kind == "U" and value.ndim == 0 else value
+    return out
+
+
+def write_per_image(out_dir: Path, scores: Mapping[str, float] | Iterable[tuple[str, float]]) -> Path:
+    """Write ``<out_dir>/per_image.csv`` with ``image_id,score`` rows."""
+    items = scores.items() if isinstance(scores, Mapping) else scores
+    path = Path(out_dir) / "per_image.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["image_id", "score"])
+        for image_id, score in items:
+            writer.writerow([image_id, f"{float(score):.6f}"])
+    return path
+
+
+def read_per_image(path: Path) -> dict[str, float]:
+    """Read ``per_image.csv`` back into ``{image_id: score}``."""
+    with open(path, newline="") as f:
+        return {row["image_id"]: float(row["score"]) for row in csv.DictReader(f)}
+
+
+def choose_sample_ids(ids: Iterable[str], scores: Mapping[str, float], num_fixed: int = 6, num_worst: int = 6) -> list[str]:
+    """The first ``num_fixed`` ids in sorted order, then the ``num_worst`` lowest-scoring others."""
+    fixed = sorted(ids)[:num_fixed]
+    rest = sorted((s, i) for i, s in scores.items() if i not in fixed)
+    return fixed + [i for _, i in rest[:num_worst]]
+
+
+def safe_name(image_id: str) -> str:
+    """A file-name-safe version of an image id (ids may contain ``/``)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in image_id)

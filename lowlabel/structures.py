@@ -1,0 +1,78 @@
+"""Box, mask and file-format conventions, in one place.
+
+Every reader, metric and writer in lowlabel converts at its border to the internal
+conventions below, so that no module has to guess:
+
+* **Boxes** are ``float`` tensors/arrays of shape ``(N, 4)`` in ``xyxy`` order, in pixel
+  units of the image they belong to, 0-based. Whether ``x1`` is inclusive depends on the
+  protocol and is stated by the function that consumes them:
+
+  - wsolevaluation treats ``x1, y1`` as *inclusive* pixel indices (IoU uses ``+1``);
+  - VOC XML stores 1-based inclusive corners (``xmin=1`` is the first pixel);
+  - COCO JSON stores ``[x, y, w, h]`` with float, exclusive extents.
+
+* **Masks** are ``uint8`` arrays ``(H, W)``; class-index masks use :data:`IGNORE_INDEX`
+  (255) for void/boundary pixels, as PASCAL VOC and DAVIS do.
+* **Images** enter models as ``float32`` tensors ``(B, 3, H, W)`` normalised with the
+  ImageNet statistics below.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+IGNORE_INDEX = 255
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def voc_palette(num_colors: int = 256) -> list[int]:
+    """The PASCAL VOC colour map as a flat ``[r0, g0, b0, r1, ...]`` list for ``PIL.Image.putpalette``.
+
+    Class ``c`` gets the colour whose bits interleave the bits of ``c`` (the devkit's ``labelcolormap``);
+    index 255 is ``(224, 224, 192)``, the cream boundary colour of ``SegmentationClass``.
+    """
+    palette: list[int] = []
+    for c in range(num_colors):
+        r = g = b = 0
+        cid = c
+        for shift in range(7, -1, -1):
+            r |= ((cid >> 0) & 1) << shift
+            g |= ((cid >> 1) & 1) << shift
+            b |= ((cid >> 2) & 1) << shift
+            cid >>= 3
+        palette += [r, g, b]
+    return palette
+
+
+def coco_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """COCO ``[x, y, w, h]`` (N, 4) -> ``[x0, y0, x0 + w, y0 + h]`` (N, 4), exclusive extents."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, :2] + boxes[:, 2:]], axis=1)
+
+
+def xyxy_to_coco(boxes: np.ndarray) -> np.ndarray:
+    """``[x0, y0, x1, y1]`` (N, 4), exclusive extents -> COCO ``[x, y, w, h]`` (N, 4)."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    return np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+
+
+def voc_to_xyxy(boxes: np.ndarray) -> np.ndarray:
+    """VOC XML 1-based inclusive ``[xmin, ymin, xmax, ymax]`` -> 0-based inclusive ``xyxy``."""
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) - 1.0
+
+
+def xyxy_to_voc(boxes: np.ndarray) -> np.ndarray:
+    """0-based inclusive ``xyxy`` -> VOC XML 1-based inclusive corners."""
+    return np.asarray(boxes, dtype=np.float64).reshape(-1, 4) + 1.0
+
+
+def check_boxes(boxes: np.ndarray, where: str = "boxes") -> np.ndarray:
+    """Return ``boxes`` as a float64 (N, 4) array, raising ``ValueError`` on NaN or ``x1 < x0``/``y1 < y0``."""
+    arr = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{where}: non-finite box coordinate")
+    bad = np.flatnonzero((arr[:, 2] < arr[:, 0]) | (arr[:, 3] < arr[:, 1]))
+    if bad.size:
+        raise ValueError(f"{where}: box {bad[0]} has x1 < x0 or y1 < y0: {arr[bad[0]].tolist()}")
+    return arr
