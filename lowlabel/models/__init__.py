@@ -1,0 +1,1 @@
+"""Networks: backbones with timm's feature contract (:mod:`.backbones`) and CAM heads (:mod:`.cam_heads`)."""
