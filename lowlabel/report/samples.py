@@ -32,6 +32,9 @@ from typing import Any
 
 import numpy as np
 
+NUM_FIXED = 6  # fixed sample ids per split (the first ids in sorted order); the report shows at most these
+NUM_WORST = 6
+
 
 def save_sample(out_dir: Path, image_id: str, kind: str, image: np.ndarray, **arrays: Any) -> Path:
     """Write ``<out_dir>/samples/<safe id>.npz`` and return its path."""
@@ -75,7 +78,9 @@ def read_per_image(path: Path) -> dict[str, float]:
         return {row["image_id"]: float(row["score"]) for row in csv.DictReader(f)}
 
 
-def choose_sample_ids(ids: Iterable[str], scores: Mapping[str, float], num_fixed: int = 6, num_worst: int = 6) -> list[str]:
+def choose_sample_ids(
+    ids: Iterable[str], scores: Mapping[str, float], num_fixed: int = NUM_FIXED, num_worst: int = NUM_WORST
+) -> list[str]:
     """The first ``num_fixed`` ids in sorted order, then the ``num_worst`` lowest-scoring others."""
     fixed = sorted(ids)[:num_fixed]
     rest = sorted((s, i) for i, s in scores.items() if i not in fixed)

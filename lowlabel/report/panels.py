@@ -1,0 +1,177 @@
+"""Qualitative panels: one drawing function per sample ``kind``, in one dict.
+
+A sample is what :func:`lowlabel.report.samples.load_sample` returns: a dict with ``kind``,
+``image_id``, ``image`` (uint8 H×W×3) and kind-specific arrays. A panel function turns it into a
+:class:`Panel`: a row of titled RGB tiles, a colour legend and a caption. The HTML writer saves the
+tiles as PNG files and escapes every string, so panel functions only draw pixels and return text.
+
+A later method plugs in its own picture type with one line::
+
+    PANELS["propagation"] = draw_propagation   # def draw_propagation(sample) -> Panel
+
+and writes samples with ``save_sample(out_dir, image_id, "propagation", image, frames=..., ...)``.
+Kinds without an entry are shown as the plain image with a note.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from lowlabel.structures import IGNORE_INDEX, voc_palette
+
+RGB = tuple[int, int, int]
+GT_COLOR: RGB = (0, 220, 0)
+PRED_COLOR: RGB = (255, 40, 40)
+MIN_TILE_SIZE = 160  # tiles of small images are upscaled (nearest) to at least this many pixels
+
+
+@dataclass
+class Tile:
+    """One picture of a panel: ``image`` is uint8 (H, W, 3)."""
+
+    title: str
+    image: np.ndarray
+
+
+@dataclass
+class Panel:
+    """What a panel function returns: tiles shown left to right, a legend and a caption (plain text)."""
+
+    tiles: list[Tile]
+    legend: list[tuple[str, RGB]] = field(default_factory=list)
+    caption: str = ""
+
+
+PanelFn = Callable[[Mapping[str, Any]], Panel]
+
+
+def draw_panel(sample: Mapping[str, Any]) -> Panel:
+    """The panel of ``sample`` drawn by ``PANELS[sample["kind"]]`` (a plain image for unknown kinds)."""
+    kind = str(sample.get("kind", ""))
+    fn = PANELS.get(kind)
+    if fn is None:
+        panel = draw_image_only(sample)
+        panel.caption += f" (no panel for kind {kind!r})"
+        return panel
+    return fn(sample)
+
+
+def draw_image_only(sample: Mapping[str, Any]) -> Panel:
+    """The sample's image alone."""
+    image, _ = _upscale(_rgb(sample["image"]))
+    return Panel(tiles=[Tile("image", image)], caption=sample_caption(sample))
+
+
+def draw_localization(sample: Mapping[str, Any]) -> Panel:
+    """Image with GT boxes, and the heat map overlaid with GT (green) and predicted (red) boxes; GT mask if any."""
+    image = _rgb(sample["image"])
+    h, w = image.shape[:2]
+    heat = _resize_float(np.asarray(sample["heatmap"], dtype=np.float32), (h, w))
+    big, scale = _upscale(image)
+    overlay, _ = _upscale(overlay_heatmap(image, heat))
+    gt = np.asarray(sample.get("gt_boxes", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
+    pred = np.asarray(sample.get("pred_boxes", np.zeros((0, 4))), dtype=np.float64).reshape(-1, 4)
+    tiles = [
+        Tile("image + GT", draw_boxes(big, gt * scale, GT_COLOR, scale=scale)),
+        Tile("heat map + boxes", draw_boxes(draw_boxes(overlay, gt * scale, GT_COLOR, scale=scale),
+                                            pred * scale, PRED_COLOR, scale=scale)),
+    ]
+    if sample.get("gt_mask") is not None:
+        mask = (np.asarray(sample["gt_mask"]) > 0).astype(np.uint8) * 255  # (H, W) -> grey (H, W, 3)
+        tiles.append(Tile("GT mask", _upscale(np.repeat(mask[:, :, None], 3, axis=2))[0]))
+    legend = [("GT box", GT_COLOR), ("predicted box", PRED_COLOR)]
+    return Panel(tiles=tiles, legend=legend, caption=sample_caption(sample))
+
+
+def draw_segmentation(sample: Mapping[str, Any]) -> Panel:
+    """Image, seed, pseudo mask (if any) and GT side by side in VOC colours, with a legend of the classes shown."""
+    image = _rgb(sample["image"])
+    names = [str(n) for n in np.asarray(sample.get("class_names", []), dtype=str).reshape(-1)]
+    masks = [(title, np.asarray(sample[key], dtype=np.uint8)) for key, title in
+             (("seed", "seed"), ("pseudo", "pseudo mask"), ("gt", "ground truth")) if sample.get(key) is not None]
+    tiles = [Tile("image", _upscale(image)[0])]
+    tiles += [Tile(title, _upscale(colorize(mask))[0]) for title, mask in masks]
+    present = sorted(set().union(*(np.unique(m).tolist() for _, m in masks))) if masks else []
+    palette = palette_colors()
+    legend = [(_class_name(c, names), palette[c]) for c in present]
+    return Panel(tiles=tiles, legend=legend, caption=sample_caption(sample))
+
+
+PANELS: dict[str, PanelFn] = {
+    "localization": draw_localization,
+    "segmentation": draw_segmentation,
+}
+
+
+def sample_caption(sample: Mapping[str, Any]) -> str:
+    """``image_id`` plus the optional ``label``/``caption`` text fields of the sample (not escaped)."""
+    parts = [str(sample.get("image_id", ""))]
+    parts += [f"{key}: {sample[key]}" for key in ("label", "caption") if isinstance(sample.get(key), str)]
+    return " · ".join(p for p in parts if p)
+
+
+def palette_colors() -> list[RGB]:
+    """The VOC palette as 256 ``(r, g, b)`` tuples (index 255 is the cream ignore colour)."""
+    flat = voc_palette(256)
+    return [(flat[3 * i], flat[3 * i + 1], flat[3 * i + 2]) for i in range(256)]
+
+
+def colorize(mask: np.ndarray) -> np.ndarray:
+    """Class-index mask (H, W) uint8 -> RGB (H, W, 3) uint8 in VOC colours."""
+    lut = np.asarray(palette_colors(), dtype=np.uint8)  # (256, 3)
+    return lut[np.asarray(mask, dtype=np.uint8)]
+
+
+def overlay_heatmap(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """Blend a ``jet`` colouring of ``heat`` (H, W) in [0, 1] over ``image`` (H, W, 3) uint8."""
+    from matplotlib import colormaps
+
+    colored = colormaps["jet"](np.clip(heat, 0.0, 1.0))[..., :3] * 255.0  # (H, W, 4) -> (H, W, 3)
+    return (alpha * colored + (1 - alpha) * image.astype(np.float64)).round().astype(np.uint8)
+
+
+def draw_boxes(image: np.ndarray, boxes: np.ndarray, color: RGB, *, scale: int = 1) -> np.ndarray:
+    """Outline ``boxes`` (N, 4) xyxy inclusive pixels of an image upscaled by ``scale`` (already multiplied)."""
+    pil = Image.fromarray(image)
+    draw = ImageDraw.Draw(pil)
+    width = max(1, scale // 2)
+    for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+        # An inclusive corner x1 of the original image ends at the last upscaled pixel of that column.
+        draw.rectangle([x0, y0, x1 + scale - 1, y1 + scale - 1], outline=color, width=width)
+    return np.asarray(pil)
+
+
+def _class_name(cid: int, names: list[str]) -> str:
+    if cid == IGNORE_INDEX:
+        return "ignore"
+    return names[cid] if cid < len(names) else f"class {cid}"
+
+
+def _rgb(image: Any) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim == 2:
+        arr = np.repeat(arr[:, :, None], 3, axis=2)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"sample image must be uint8 HxWx3, got {arr.dtype} {arr.shape}")
+    return arr
+
+
+def _upscale(image: np.ndarray) -> tuple[np.ndarray, int]:
+    """Nearest-neighbour upscale by the integer factor that makes the long side >= MIN_TILE_SIZE."""
+    scale = max(1, math.ceil(MIN_TILE_SIZE / max(image.shape[:2])))
+    if scale == 1:
+        return np.ascontiguousarray(image), 1
+    return np.repeat(np.repeat(image, scale, axis=0), scale, axis=1), scale  # (sH, sW, 3)
+
+
+def _resize_float(heat: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    if heat.shape == size:
+        return heat
+    pil = Image.fromarray(heat.astype(np.float32)).resize((size[1], size[0]), Image.BILINEAR)
+    return np.asarray(pil, dtype=np.float32)
