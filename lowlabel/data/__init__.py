@@ -1,0 +1,116 @@
+"""Dataset readers for the real formats (wsolevaluation, VOC, DAVIS, COCO, domain folders) and ShapesWorld.
+
+:func:`resolve_root` turns a config's data root into a folder: a real path is returned as is, and
+``synth:<preset>[:<seed>]`` generates ShapesWorld on first use into a cache folder, the way
+torchvision's ``download=True`` fetches a dataset, and checks it against its manifest afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from lowlabel.errors import DataError, UserError
+
+KINDS = ("wsol", "voc", "davis", "coco", "domains")
+
+
+def cache_dir() -> Path:
+    """``$LOWLABEL_CACHE`` or ``~/.cache/lowlabel``."""
+    return Path(os.environ.get("LOWLABEL_CACHE", "~/.cache/lowlabel")).expanduser()
+
+
+def parse_synth(root: str) -> tuple[str, int]:
+    """``"synth:quick"`` -> ``("quick", 0)``; ``"synth:full:1"`` -> ``("full", 1)``."""
+    parts = root.split(":")
+    if len(parts) not in (2, 3) or parts[0] != "synth" or not parts[1]:
+        raise UserError(f"data root {root!r}: expected synth:<preset> or synth:<preset>:<seed>")
+    try:
+        seed = int(parts[2]) if len(parts) == 3 else 0
+    except ValueError:
+        raise UserError(f"data root {root!r}: seed {parts[2]!r} is not an integer") from None
+    return parts[1], seed
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _cache_ok(folder: Path, kind: str) -> bool:
+    from lowlabel.data.synth import GENERATOR_VERSION
+    from lowlabel.data.synth.manifest import load_manifest, verify_manifest
+
+    if not (folder / "manifest.json").is_file():
+        return False
+    try:
+        if load_manifest(folder).get("version") != GENERATOR_VERSION:
+            return False
+        return not verify_manifest(folder, kind=kind)
+    except DataError:
+        return False
+
+
+def ensure_synth(preset: str, seed: int, kind: str | None = None) -> Path:
+    """The cached ShapesWorld folder of ``preset``/``seed``, generated (all five kinds) when missing or stale."""
+    from lowlabel.data.synth import generate
+    from lowlabel.data.synth.config import get_preset
+
+    get_preset(preset)  # validates the name
+    base = cache_dir() / "shapesworld"
+    folder = base / f"{preset}-seed{seed}"
+    check_kind = kind or "wsol"
+    if _cache_ok(folder, check_kind):
+        return folder
+    with _locked(base / f".{preset}-seed{seed}.lock"):
+        if _cache_ok(folder, check_kind):  # another process made it while we waited
+            return folder
+        tmp = base / f".{folder.name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        print(f"lowlabel: generating ShapesWorld {preset} (seed {seed}) into {folder} ...", file=sys.stderr)
+        generate(tmp, preset=preset, seed=seed)
+        if folder.exists():
+            stale = base / f".{folder.name}.stale-{os.getpid()}"
+            os.rename(folder, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        os.rename(tmp, folder)  # atomic on one filesystem: readers see all or nothing
+    return folder
+
+
+def resolve_root(root: str | os.PathLike, kind: str) -> Path:
+    """Turn a config's data root into the folder of dataset ``kind``.
+
+    Args:
+        root: a real path, or ``synth:<preset>`` / ``synth:<preset>:<seed>`` (ShapesWorld, cached).
+        kind: one of ``wsol``, ``voc``, ``davis``, ``coco``, ``domains``.
+
+    Returns:
+        ``<cache>/shapesworld/<preset>-seed<seed>/<kind>`` for ShapesWorld. For a path: the path itself,
+        or ``<path>/<kind>`` when the path is a ShapesWorld output folder (it has ``manifest.json``).
+    """
+    if kind not in KINDS:
+        raise UserError(f"unknown data kind {kind!r}; choose from {list(KINDS)}")
+    text = os.fspath(root)
+    if text.startswith("synth:"):
+        preset, seed = parse_synth(text)
+        return ensure_synth(preset, seed, kind) / kind
+    path = Path(text).expanduser()
+    if not path.exists():
+        raise DataError(f"{path}: data root does not exist")
+    if (path / "manifest.json").is_file() and (path / kind).is_dir():
+        return path / kind
+    return path
+
+
+__all__ = ["KINDS", "cache_dir", "ensure_synth", "parse_synth", "resolve_root"]
