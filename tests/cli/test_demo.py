@@ -1,0 +1,132 @@
+"""``lowlabel demo`` orchestration: discovery, reuse of finished runs, failures, progress, the report.
+
+Training is replaced by a fake runner that writes a run folder in the engine's layout, so these
+tests take a second; the real end-to-end demo is ``make demo`` (timed in benchmarks/README.md).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lowlabel.cli import demo
+from lowlabel.cli.demo import DemoRun, discover_runs, run_demo
+from lowlabel.errors import UserError
+from lowlabel.report.samples import save_sample, write_per_image
+
+
+def write_configs(root: Path, methods: Sequence[str]) -> Path:
+    for m in methods:
+        (root / m).mkdir(parents=True)
+        (root / m / "synth-quick.yaml").write_text("trainer:\n  max_steps: 2\n")
+    return root
+
+
+class FakeRunner:
+    """Writes a finished run (or fails for the methods in ``fail``) and records its calls."""
+
+    def __init__(self, fail: Sequence[str] = ()) -> None:
+        self.fail = set(fail)
+        self.calls: list[tuple[str, tuple[str, ...], bool]] = []
+
+    def __call__(self, run: DemoRun, overrides: Sequence[str], log_path: Path) -> int:
+        self.calls.append((run.method, tuple(overrides), run.run_dir.exists()))
+        run.run_dir.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("step 1 loss=0.5\nboom\n" if run.method in self.fail else "ok\n")
+        if run.method in self.fail:
+            return 1
+        (run.run_dir / "config.yaml").write_text("trainer:\n  seed: 0\n")
+        (run.run_dir / "env.json").write_text(json.dumps({"method": run.method}))
+        (run.run_dir / "metrics.json").write_text(json.dumps({"MaxBoxAccV2": 42.5, "step": 2, "split": "val"}))
+        eval_dir = run.run_dir / "eval" / "val"
+        write_per_image(eval_dir, {"a": 0.5, "b": 0.25})
+        for image_id in ("a", "b"):
+            save_sample(eval_dir, image_id, "localization", np.zeros((8, 8, 3), np.uint8),
+                        heatmap=np.zeros((8, 8), np.float32), gt_boxes=np.array([[1, 1, 4, 4]]),
+                        pred_boxes=np.zeros((0, 4)))
+        return 0
+
+
+def test_discover_orders_baselines_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("lowlabel.methods.METHODS", {"da_wsol": "x", "cam": "y", "sipe": "z", "nocfg": "w"})
+    configs = write_configs(tmp_path / "configs", ["da_wsol", "cam", "sipe"])
+    runs = discover_runs(tmp_path / "out", configs_dir=configs)
+    assert [r.method for r in runs] == ["cam", "da_wsol", "sipe"]
+    assert runs[0].run_dir == tmp_path / "out" / "cam"
+    assert runs[0].config == configs / "cam" / "synth-quick.yaml"
+    assert [r.method for r in discover_runs(tmp_path / "o", configs_dir=configs, only=["sipe"])] == ["sipe"]
+    with pytest.raises(UserError, match="nocfg"):
+        discover_runs(tmp_path / "o", configs_dir=configs, only=["nocfg"])
+    with pytest.raises(UserError, match="nothing to run"):
+        discover_runs(tmp_path / "o", configs_dir=tmp_path / "empty")
+
+
+def test_demo_trains_reports_and_reuses_finished_runs(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    runs = [DemoRun(m, tmp_path / f"{m}.yaml", out / m) for m in ("cam", "da_wsol")]
+    runner, stream = FakeRunner(), io.StringIO()
+    data_calls: list[int] = []
+    code = run_demo(runs, out=out, overrides=["--trainer.max_steps", "2"], runner=runner,
+                    data=lambda: data_calls.append(1), stream=stream)
+    assert code == 0
+    two = ("--trainer.max_steps", "2")
+    assert runner.calls == [("cam", two, False), ("da_wsol", two, False)]
+    assert (out / "cam" / "DONE").is_file() and (out / "da_wsol" / "DONE").is_file()
+    text = stream.getvalue()
+    index = out / "report" / "index.html"
+    assert text.rstrip().splitlines()[-1] == str(index.resolve())
+    assert "[1/4] data ShapesWorld quick" in text and "[2/4] train cam" in text and "estimated total" in text
+    assert "da_wsol vs cam" in index.read_text()
+    timings = json.loads((out / "timings.json").read_text())
+    assert set(timings) == {"data:ShapesWorld quick", "train:cam", "train:da_wsol", "report:"}
+
+    runner2 = FakeRunner()
+    assert run_demo(runs, out=out, runner=runner2, data=lambda: None, stream=io.StringIO()) == 0
+    assert runner2.calls == []  # everything reused
+
+
+def test_failed_run_is_reported_and_retried(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    runs = [DemoRun(m, tmp_path / f"{m}.yaml", out / m) for m in ("cam", "da_wsol")]
+    stream = io.StringIO()
+    assert run_demo(runs, out=out, runner=FakeRunner(fail=["da_wsol"]), data=lambda: None, stream=stream) == 1
+    text = stream.getvalue()
+    assert "da_wsol failed (exit 1)" in text and "boom" in text and "failed: da_wsol" in text
+    assert not (out / "da_wsol" / "DONE").exists()
+    assert (out / "report" / "index.html").is_file()  # the finished run is still reported
+    retry = FakeRunner()
+    assert run_demo(runs, out=out, runner=retry, data=lambda: None, stream=io.StringIO()) == 0
+    assert retry.calls == [("da_wsol", (), True)]  # only the failed run, in its existing folder
+
+
+def test_subprocess_runner_resumes_interrupted_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[list[str]] = []
+
+    def fake_run(cmd: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0)
+
+    monkeypatch.setattr(demo.subprocess, "run", fake_run)
+    run = DemoRun("cam", tmp_path / "c.yaml", tmp_path / "cam")
+    demo.subprocess_runner(run, ["--trainer.max_steps", "3"], tmp_path / "cam" / "train.log")
+    (tmp_path / "cam" / "checkpoints").mkdir()
+    demo.subprocess_runner(run, [], tmp_path / "cam" / "train.log")
+    assert seen[0][2:] == ["lowlabel.cli.main", "train", "cam", "--config", str(tmp_path / "c.yaml"),
+                           "--run-dir", str(tmp_path / "cam"), "--trainer.max_steps", "3"]
+    assert seen[1][-2:] == ["--resume", "auto"]
+    assert "$ " in (tmp_path / "cam" / "train.log").read_text()
+
+
+def test_estimated_total_uses_plan() -> None:
+    p = demo.DemoProgress(stream=io.StringIO())
+    p.plan([10.0, 100.0, 5.0])
+    p.start -= 3.0  # 3 s elapsed, inside stage 1 for 3 s
+    assert p.estimated_total(3.0) == pytest.approx(3.0 + 7.0 + 105.0, abs=0.1)
+    p.index = 1
+    assert p.estimated_total(150.0) == pytest.approx(3.0 + 0.0 + 5.0, abs=0.1)  # overrun: current counts 0
