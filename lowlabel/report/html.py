@@ -20,7 +20,7 @@ from lowlabel.report.figures import plot_curves
 from lowlabel.report.panels import Panel, draw_panel
 from lowlabel.report.runs import Run, expand_run_dirs, group_runs, load_run
 from lowlabel.report.samples import NUM_FIXED, load_sample, safe_name
-from lowlabel.report.tables import per_class_tables, summary_table
+from lowlabel.report.tables import headline_table, per_class_tables, summary_markdown, summary_table
 
 CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'"
 CSS = """
@@ -73,7 +73,7 @@ def write_report(
     run_dirs: Sequence[Path], out_dir: Path, *, title: str = "lowlabel report", max_samples: int = 6,
     max_failures: int = 6,
 ) -> Path:
-    """Read the runs, write ``<out_dir>/index.html`` with its assets, and return the HTML path.
+    """Read the runs, write ``<out_dir>/index.html`` with its assets (and ``summary.md``), return the HTML path.
 
     Args:
         run_dirs: run folders, or folders holding run folders.
@@ -87,7 +87,7 @@ def write_report(
     out_dir = Path(out_dir)
     assets = _Assets(out_dir)
     sections = [
-        ("summary", "Summary", "".join(_summary_section(c) for c in comparisons)),
+        ("summary", "Summary", headline_table(comparisons) + "".join(_summary_section(c) for c in comparisons)),
         ("per-class", "Per-class results", "".join(_per_class_section(c) for c in comparisons)),
         ("curves", "Training curves", "".join(_curves_section(c, assets) for c in comparisons)),
         ("qualitative", "Qualitative results", "".join(_samples_section(c, assets, max_samples) for c in comparisons)),
@@ -110,6 +110,7 @@ def write_report(
     )
     index = out_dir / "index.html"
     index.write_text(page, encoding="utf-8")
+    (out_dir / "summary.md").write_text(summary_markdown(comparisons), encoding="utf-8")
     return index
 
 

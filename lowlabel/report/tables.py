@@ -107,3 +107,68 @@ def _cell(stat: Stat | None, key: str, bold: bool) -> str:
     text = escape(stat.text())
     body = f"<strong>{text}</strong>" if bold else text
     return f'<td data-metric="{escape(key)}" data-mean="{stat.mean!r}">{body}</td>'
+
+
+def headline_metric(comparison: Comparison) -> str | None:
+    """The first metric of :data:`HEADLINE_METRICS` order that every group of the comparison reports."""
+    groups = comparison.groups
+    keys = metric_order(sorted({k for g in groups for r in g.runs for k in r.metrics}))
+    for key in keys:
+        if all(g.values(key) for g in groups):
+            return key
+    return None
+
+
+def headline_rows(comparisons: Sequence[Comparison]) -> list[tuple[str, str, str, str, str]]:
+    """``(comparison, metric, baseline text, method text, delta text)`` per comparison that has a baseline.
+
+    The delta is the method's mean minus the baseline's mean (first group of each side).
+    """
+    rows = []
+    for comp in comparisons:
+        key = headline_metric(comp)
+        if not comp.baseline or not comp.method or key is None:
+            continue
+        base, meth = Stat.of(comp.baseline[0].values(key)), Stat.of(comp.method[0].values(key))
+        if base is None or meth is None:
+            continue
+        rows.append((comp.title, key, base.text(), meth.text(), f"{meth.mean - base.mean:+.2f}"))
+    return rows
+
+
+def headline_table(comparisons: Sequence[Comparison]) -> str:
+    """Each method against its baseline on its headline metric ("" when no comparison has a baseline)."""
+    rows = headline_rows(comparisons)
+    if not rows:
+        return ""
+    body = "".join("<tr>" + "".join(f"<td>{escape(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return (
+        '<table class="headline"><thead><tr><th>comparison</th><th>metric</th><th>baseline</th><th>method</th>'
+        f"<th>Δ</th></tr></thead><tbody>{body}</tbody></table>"
+    )
+
+
+def summary_markdown(comparisons: Sequence[Comparison]) -> str:
+    """The summary tables as Markdown (for a README): one table per comparison, best value in bold."""
+    parts = []
+    for comp in comparisons:
+        groups = comp.groups
+        keys = metric_order(sorted({k for g in groups for r in g.runs for k in r.metrics}))
+        stats = {k: [Stat.of(g.values(k)) for g in groups] for k in keys}
+        best = {k: best_indices(stats[k], lower=lower_is_better(k)) for k in keys}
+        lines = [f"**{_md(comp.title)}**", "", "| run | " + " | ".join(_md(k) for k in keys) + " |",
+                 "|---" * (len(keys) + 1) + "|"]
+        for i, group in enumerate(groups):
+            cells = []
+            for k in keys:
+                s = stats[k][i]
+                text = "–" if s is None else s.text()
+                cells.append(f"**{text}**" if i in best[k] else text)
+            lines.append(f"| {_md(group.label)} | " + " | ".join(cells) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) + "\n"
+
+
+def _md(text: str) -> str:
+    """Markdown-table-safe text: pipes escaped, HTML-escaped (GitHub renders inline HTML)."""
+    return escape(text).replace("|", "\\|")

@@ -10,7 +10,14 @@ import pytest
 
 from lowlabel.report.comparisons import build_comparisons, lower_is_better, metric_order
 from lowlabel.report.runs import group_runs, load_run
-from lowlabel.report.tables import Stat, best_indices, per_class_tables, summary_table
+from lowlabel.report.tables import (
+    Stat,
+    best_indices,
+    headline_rows,
+    per_class_tables,
+    summary_markdown,
+    summary_table,
+)
 
 
 class Cells(HTMLParser):
@@ -105,3 +112,19 @@ def test_per_class_table(fake_run) -> None:
     assert rows[1] == [("bg", False), ("80.00", True), ("70.00", False)]
     assert rows[2] == [("a<b>", False), ("10.00", False), ("30.00", True)]
     assert re.search(r"IoU per class", table)
+
+
+def test_headline_and_markdown(fake_run) -> None:
+    runs = [
+        load_run(fake_run("cam-s0", method="cam", metrics={"PxAP": 40.0, "MaxBoxAccV2": 50.0}, seed=0)),
+        load_run(fake_run("cam-s1", method="cam", metrics={"PxAP": 42.0, "MaxBoxAccV2": 54.0}, seed=1)),
+        load_run(fake_run("dawsol", method="da_wsol", metrics={"PxAP": 45.0, "MaxBoxAccV2": 55.5})),
+        load_run(fake_run("sipe|x", method="sipe", metrics={"mIoU": 55.0}, kind="segmentation")),
+    ]
+    comps = build_comparisons(group_runs(runs))
+    # MaxBoxAccV2 is the first headline metric; cam mean 52, sample std sqrt(8) = 2.83; delta 55.5 - 52 = +3.5
+    assert headline_rows(comps) == [("da_wsol vs cam", "MaxBoxAccV2", "52.00 ± 2.83", "55.50", "+3.50")]
+    md = summary_markdown(comps)
+    assert "| cam (2 seeds) | 52.00 ± 2.83 | 41.00 ± 1.41 |" in md
+    assert "| da_wsol (dawsol) | **55.50** | **45.00** |" in md
+    assert "sipe (sipe\\|x)" in md
