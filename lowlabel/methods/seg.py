@@ -1,0 +1,222 @@
+"""The segmentation stage of WSSS: a standard network trained on pseudo masks, scored on val.
+
+SIPE (CVPR 2022) and IRN end with a fully-supervised segmentation model trained on their pseudo masks;
+the official SIPE repo sends users to other repositories for it (SIPE issue #6). Here it is a method:
+``lowlabel train seg --config configs/seg/<dataset>.yaml --pseudo_dir <run>/eval/train/pseudo`` trains
+torchvision's DeepLabV3 (no weights downloaded unless asked for) with cross-entropy ignoring 255 on the
+pseudo masks of the training split, and evaluates mIoU on val with :mod:`lowlabel.metrics.semseg`.
+
+Backbones: ``deeplabv3_resnet50`` / ``deeplabv3_resnet101`` (torchvision, output stride 8), and
+``deeplabv3_small`` (a ResNet-18 with output stride 16 under torchvision's ``DeepLabHead``) for ShapesWorld.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lowlabel.errors import DataError
+from lowlabel.methods import wsss
+from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
+from lowlabel.report.samples import choose_sample_ids, save_sample, write_per_image
+from lowlabel.structures import IGNORE_INDEX
+
+ARCHS = ("deeplabv3_small", "deeplabv3_resnet50", "deeplabv3_resnet101")
+
+
+@dataclass
+class SegModelConfig:
+    """The segmentation network."""
+
+    arch: str = "deeplabv3_resnet101"  # see ARCHS; the paper's stage is DeepLab(v2) R101
+    pretrained_backbone: str = ""  # "", "torchvision" (ImageNet weights, downloaded) or a local state dict
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"model.arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+
+
+@dataclass
+class SegConfig:
+    """Everything ``lowlabel train seg`` reads."""
+
+    data: wsss.DataConfig = field(default_factory=wsss.DataConfig)
+    pseudo_dir: str = ""  # folder with <image_id>.png for every image of data.train_split (required)
+    model: SegModelConfig = field(default_factory=SegModelConfig)
+    max_eval_images: int = 0  # 0 = the whole eval split
+    num_fixed_samples: int = 6
+    num_worst_samples: int = 6
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(batch_size=16, eval_split="val"))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        lr=0.01, momentum=0.9, weight_decay=1e-4, schedule="poly", power=0.9))
+    lr_mult: float = 10.0  # the head trains at lr x 10 (DeepLab convention)
+
+
+CONFIG = SegConfig
+
+
+class _FeatureDict(nn.Module):
+    """Adapts a ``forward_features`` backbone to DeepLabV3's ``{"out": features}`` interface."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        super().__init__()
+        self.body = backbone
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        return {"out": self.body.forward_features(x)}
+
+
+class SegNet(nn.Module):
+    """torchvision DeepLabV3 returning logits at the input size; ``new_parameters`` = the head."""
+
+    def __init__(self, *, arch: str, num_classes: int, pretrained_backbone: str = "") -> None:
+        super().__init__()
+        from torchvision.models import segmentation as tvseg
+        from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
+
+        if arch == "deeplabv3_small":
+            from lowlabel.models.resnet_os16 import StagedResNet
+
+            backbone = StagedResNet(arch="resnet18", output_stride=16, frozen_bn=False, freeze_stem=False,
+                                    pretrained=pretrained_backbone)
+            self.net = DeepLabV3(_FeatureDict(backbone), DeepLabHead(backbone.num_features, num_classes), None)
+        else:
+            self.net = getattr(tvseg, arch)(weights=None, weights_backbone=None, num_classes=num_classes,
+                                            aux_loss=False)
+            if pretrained_backbone:
+                _load_backbone(self.net.backbone, arch.split("_")[1], pretrained_backbone)
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        return list(self.net.classifier.parameters())
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)["out"]
+
+
+def _load_backbone(body: nn.Module, arch: str, pretrained: str) -> None:
+    from lowlabel.models.resnet_os16 import _load_pretrained
+
+    state = {k: v for k, v in _load_pretrained(arch, pretrained).items() if not k.startswith("fc.")}
+    missing, unexpected = body.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(f"{pretrained}: not a torchvision {arch} state dict (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+
+
+def check_pseudo_dir(pseudo_dir: str, image_ids: list[str], split: str) -> Path:
+    """The pseudo-mask folder, or ``DataError`` naming the first missing ``<id>.png`` and how many are missing."""
+    if not pseudo_dir:
+        raise DataError("seg needs pseudo_dir: the folder of pseudo masks <image_id>.png "
+                        "(written by `lowlabel evaluate sipe --split <train split>` into <run>/eval/<split>/pseudo)")
+    folder = Path(pseudo_dir)
+    if not folder.is_dir():
+        raise DataError(f"pseudo-mask folder not found: {folder}")
+    missing = [i for i in image_ids if not (folder / f"{i}.png").is_file()]
+    if missing:
+        raise DataError(f"pseudo-mask folder {folder} misses {len(missing)} of {len(image_ids)} masks of split "
+                        f"{split!r}, e.g. {folder / (missing[0] + '.png')}")
+    return folder
+
+
+class Seg:
+    """DeepLabV3 trained on pseudo masks."""
+
+    name = "seg"
+
+    def __init__(self, *, config: SegConfig) -> None:
+        self.config = config
+        self.data = wsss.WSSSData(config.data)
+        self.num_classes = self.data.num_classes + 1
+        train = self.data.split(config.data.train_split)
+        ids = [str(i) for i in train.image_ids] if hasattr(train, "image_ids") else \
+            [str(train[i]["image_id"]) for i in range(len(train))]
+        self.pseudo_dir = check_pseudo_dir(config.pseudo_dir, ids, config.data.train_split)
+        self.model = SegNet(arch=config.model.arch, num_classes=self.num_classes,
+                            pretrained_backbone=config.model.pretrained_backbone)
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def optimizers(self, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {"model": wsss.two_group_optimizer(nets["model"], self.config.optim, self.config.lr_mult)}
+
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        return self.data.train_set(pseudo_dir=self.pseudo_dir)
+
+    def training_step(self, nets: Mapping[str, nn.Module], batch: Any, step: int) -> StepOutput:
+        logits = nets["model"](batch["image"])
+        loss = F.cross_entropy(logits, batch["mask"].long(), ignore_index=IGNORE_INDEX)
+        return StepOutput(losses={"model": loss}, logs={"loss_ce": float(loss.detach())})
+
+    @torch.no_grad()
+    def predict_ids(self, model: nn.Module, image_u8: Tensor) -> np.ndarray:
+        """(H, W) uint8 class ids of one uint8 (3, H, W) image."""
+        logits = model(wsss.normalize_image(image_u8)[None])
+        return logits[0].argmax(0).cpu().numpy().astype(np.uint8)
+
+    def evaluate(self, nets: Mapping[str, nn.Module], split: str, out_dir: Path) -> EvalResult:
+        from lowlabel.metrics.semseg import SegEvaluator
+
+        model = nets["model"]
+        model.eval()
+        ds = self.data.split(split)
+        n = len(ds) if self.config.max_eval_images <= 0 else min(self.config.max_eval_images, len(ds))
+        evaluator = SegEvaluator(num_classes=self.num_classes)
+        per_image: dict[str, float] = {}
+        kept: dict[str, dict[str, np.ndarray]] = {}
+        names = ["background"] + self.data.class_names
+        try:
+            for i in range(n):
+                s = ds[i]
+                if s.get("mask") is None:
+                    continue
+                image_u8 = torch.as_tensor(s["image"])
+                pred = self.predict_ids(model, image_u8)
+                gt = np.asarray(s["mask"], dtype=np.uint8).reshape(pred.shape)
+                evaluator.update(pred, gt)
+                image_id = str(s["image_id"])
+                per_image[image_id] = wsss.image_miou(pred, gt, self.num_classes)
+                if len(kept) < 64:  # small splits: keep the arrays to draw samples
+                    kept[image_id] = {"image": image_u8.permute(1, 2, 0).numpy().astype(np.uint8), "gt": gt,
+                                      "seed": pred}
+        finally:
+            model.train()
+        if not per_image:
+            raise DataError(f"split {split!r} of {self.data.root} has no SegmentationClass masks to score")
+        out_dir = Path(out_dir)
+        write_per_image(out_dir, per_image)
+        finite = {k: (v if np.isfinite(v) else -1.0) for k, v in per_image.items()}
+        for image_id in choose_sample_ids(list(kept), {k: finite[k] for k in kept}, self.config.num_fixed_samples,
+                                          self.config.num_worst_samples):
+            p = kept[image_id]  # "seed" holds the network's prediction for the report's segmentation panel
+            save_sample(out_dir, image_id, "segmentation", p["image"], gt=p["gt"], seed=p["seed"],
+                        class_names=np.asarray(names))
+        res = evaluator.compute()
+        iou = {n: (None if v is None or not np.isfinite(v) else float(v)) for n, v in zip(names, res["IoU"])}
+        return EvalResult(metrics={"mIoU": float(res["mIoU"])}, per_class={"IoU": iou}, monitor="mIoU")
+
+    def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
+        from PIL import Image
+
+        model = nets["model"]
+        model.eval()
+        inputs = Path(inputs)
+        exts = {".jpg", ".jpeg", ".png", ".bmp"}
+        files = [inputs] if inputs.is_file() else sorted(p for p in inputs.rglob("*") if p.suffix.lower() in exts)
+        if not files:
+            raise FileNotFoundError(f"no images (.jpg/.png/.bmp) found in {inputs}")
+        for path in files:
+            image_u8 = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+            wsss.write_png(Path(out) / "masks" / f"{path.stem}.png", self.predict_ids(model, image_u8))
+
+
+def build(cfg: SegConfig) -> Seg:
+    """The one place that reads the config."""
+    return Seg(config=cfg)

@@ -1,0 +1,303 @@
+"""SIPE: self-supervised image-specific prototype exploration for weakly-supervised semantic segmentation.
+
+SIPE, CVPR 2022, Chen et al., "Self-supervised Image-specific Prototype Exploration for WSSS".
+
+Training (``SIPE.training_step``, see ``lowlabel/losses/sipe.py`` for the tensor pieces):
+a multi-label CAM on the last stage, ``L_cls = multilabel_soft_margin(GAP(cam), y)``; normalised maps with a
+background map prepended; structure-aware seeds (argmax of the soft IoU between each pixel's structure map
+and each class map, background IoU x 0.5); prototypes = seed-masked means of the hierarchical features
+(side 1x1 convs on the four detached stages, L2-normalised, resized to the stride-16 size, concatenated);
+IS-CAM = relu(cos(F_h, p_k)); ``L = L_cls + L_GSC`` with ``L_GSC = mean |M - IS / max IS|``.
+
+Choices about the official code (``chenqi1126/SIPE``), made deliberately:
+
+* **Effective momentum.** IRN's ``PolyOptimizer`` passes ``weight_decay`` positionally into SGD's momentum
+  slot, so the published runs used momentum 1e-4, i.e. plain SGD with lr 0.1 (x10 for new layers). The
+  real configs (``voc12.yaml``, ``coco14.yaml``) reproduce that: ``optim.momentum: 1.0e-4`` with a comment.
+  With momentum 0.9 the same lr would take steps about 10x larger, so changing one without the other is
+  not a faithful "fix". ShapesWorld configs train from scratch and use their own tuned values.
+* **alpha in the background map.** The paper writes ``M_b = (1 - max_k M_k)^alpha``; the code uses alpha = 1
+  (no exponent). We default to alpha = 1 (the published numbers come from it) and expose ``sipe.bg_alpha``.
+* **Seeding features.** Training seeds use x4 (the last stage), inference seeds use the hierarchical
+  features, as the official ``Net``/``CAM`` classes do; ``sipe.train_seed_features`` switches training.
+* **Absent classes at inference.** The official ``CAM.forward`` lets absent classes win the seed argmax
+  (such pixels then get no seed); we zero absent classes' maps before seeding, as training does.
+* **Structure affinity.** The official code materialises B x K1 x N x N; we compute ``S @ M^T`` in row chunks,
+  O(B x chunk x N) memory, with identical values (``benchmarks/sipe_step.py``).
+
+Ablation switches (``--sipe.<name> false``): ``use_gsc`` (the loss; without it training is vanilla CAM),
+``use_bg_prototype`` (without it, IS-CAM's background channel is ``1 - max_k IS_k`` instead of the
+background prototype's map), ``use_structure_seeds`` (without it, seeds are the argmax of the CAM with its
+background map), ``use_hierarchical`` (without it, prototypes live on the last-stage features only).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lowlabel.losses import sipe as L
+from lowlabel.methods import wsss
+from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
+
+
+@dataclass
+class ModelConfig:
+    """The backbone and the new layers."""
+
+    # "resnet50_os16" (paper: IRN's stride-16 ResNet-50), "resnet101_os16", "resnet18_os16", or a
+    # lowlabel.models.backbones name ("resnet_small": the stride-8 ShapesWorld net shared with CAM/DA-WSOL).
+    backbone: str = "resnet50_os16"
+    frozen_bn: bool = True  # IRN's FixedBatchNorm (needs pretrained statistics); False when training from scratch
+    pretrained: str = ""  # "", "torchvision" (download the ImageNet weights) or a local torchvision state dict
+    freeze_stem: bool = True  # the official code freezes conv1/bn1
+    detach_stage: int = 2  # x_k.detach() after stage k (official: 2, so stages 0-2 get no gradient); 0 = off
+    side_channels: tuple[int, int, int, int] = (128, 128, 256, 256)  # official side1..side4 widths
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.detach_stage <= 4:
+            raise ValueError(f"model.detach_stage must be in 0..4, got {self.detach_stage}")
+
+
+@dataclass
+class SIPEParams:
+    """The method's own switches and constants (paper / official values by default)."""
+
+    use_gsc: bool = True
+    use_bg_prototype: bool = True
+    use_structure_seeds: bool = True
+    use_hierarchical: bool = True
+    train_seed_features: str = "x4"  # "x4" (official training) or "hierarchical" (as at inference)
+    bg_alpha: float = 1.0  # exponent of the background map; the official code uses 1 (see module docstring)
+    bg_iou_weight: float = 0.5  # official get_seed: miou[:, 0] *= 0.5
+    gsc_weight: float = 1.0  # L = L_cls + gsc_weight * L_GSC (equal weights in the paper)
+    chunk_size: int = 1024  # rows of the N x N structure map computed at once
+
+    def __post_init__(self) -> None:
+        if self.train_seed_features not in ("x4", "hierarchical"):
+            raise ValueError(f"sipe.train_seed_features must be x4 or hierarchical, got {self.train_seed_features!r}")
+        if self.bg_alpha <= 0 or self.chunk_size < 1:
+            raise ValueError("sipe.bg_alpha must be > 0 and sipe.chunk_size >= 1")
+
+
+@dataclass
+class SIPEConfig:
+    """Everything ``lowlabel train sipe`` reads."""
+
+    data: wsss.DataConfig = field(default_factory=wsss.DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    sipe: SIPEParams = field(default_factory=SIPEParams)
+    infer: wsss.InferConfig = field(default_factory=wsss.InferConfig)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(batch_size=16, eval_split="train"))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(
+        lr=0.1, momentum=1e-4, weight_decay=1e-4, schedule="poly", power=0.9, grad_clip=1.0))
+    lr_mult: float = 10.0  # new layers (classifier, side convs) train at lr x 10 (official)
+
+
+CONFIG = SIPEConfig
+
+
+@dataclass
+class NetOutput:
+    """What :class:`SIPENet` returns: raw CAM, last-stage features, hierarchical features (or None)."""
+
+    cam: Tensor  # (B, K, h, w)
+    x4: Tensor  # (B, D, h, w)
+    hier: Tensor | None  # (B, sum(side_channels), h, w)
+
+
+class SIPENet(nn.Module):
+    """Backbone + 1x1 classifier (no bias) + optional side convs for hierarchical features.
+
+    Args:
+        backbone: a module with ``body`` (stem then four stages) and ``num_features``.
+        num_classes: K foreground classes.
+        side_channels: widths of side1..side4, or None for a plain CAM network.
+        detach_stage: stop the gradient after this stage (0 = never).
+    """
+
+    def __init__(
+        self, *, backbone: nn.Module, num_classes: int, side_channels: tuple[int, ...] | None, detach_stage: int
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.detach_stage = detach_stage
+        self.classifier = nn.Conv2d(backbone.num_features, num_classes, 1, bias=False)
+        self.sides: nn.ModuleList | None = None
+        if side_channels is not None:
+            stage_channels = _stage_channels(backbone)
+            self.sides = nn.ModuleList(
+                [nn.Conv2d(c_in, c_out, 1, bias=False) for c_in, c_out in zip(stage_channels, side_channels)]
+            )
+
+    def new_parameters(self) -> list[nn.Parameter]:
+        """The layers added on the backbone (trained at ``lr x lr_mult``)."""
+        mods: list[nn.Module] = [self.classifier] + ([self.sides] if self.sides is not None else [])
+        return [p for m in mods for p in m.parameters()]
+
+    def forward(self, x: Tensor) -> NetOutput:
+        feats = []
+        h = x
+        for i, block in enumerate(self.backbone.body):
+            h = block(h)
+            if i >= 1:
+                if i == self.detach_stage:
+                    h = h.detach()
+                feats.append(h)
+        x4 = self.backbone.extra(h)
+        cam = self.classifier(x4)
+        hier = None
+        if self.sides is not None:
+            size = feats[2].shape[2:]  # x3's size (stride 16 in the paper)
+            parts = []
+            for side, f in zip(self.sides, feats):
+                s = side(f.detach())
+                s = s / (s.norm(dim=1, keepdim=True) + L.EPS)
+                parts.append(F.interpolate(s, size=size, mode="bilinear", align_corners=False))
+            hier = torch.cat(parts, dim=1)  # (B, sum(side_channels), h, w)
+        return NetOutput(cam=cam, x4=x4, hier=hier)
+
+
+def _stage_channels(backbone: nn.Module) -> list[int]:
+    """Output channels of body[1..4], found with one tiny forward pass in eval mode."""
+    if hasattr(backbone, "stage_channels"):
+        return list(backbone.stage_channels)
+    was_training = backbone.training
+    backbone.eval()
+    with torch.no_grad():
+        h = torch.zeros(1, 3, 64, 64)
+        chans = []
+        for i, block in enumerate(backbone.body):
+            h = block(h)
+            if i >= 1:
+                chans.append(h.shape[1])
+    backbone.train(was_training)
+    if len(chans) != 4:
+        raise ValueError(f"SIPE needs a backbone with a stem and 4 stages, got {len(chans)} stages")
+    return chans
+
+
+def build_backbone(cfg: ModelConfig) -> nn.Module:
+    """The backbone named by ``cfg.backbone`` (see :class:`ModelConfig`)."""
+    if cfg.backbone.endswith("_os16"):
+        from lowlabel.models.resnet_os16 import StagedResNet
+
+        return StagedResNet(arch=cfg.backbone[: -len("_os16")], output_stride=16, frozen_bn=cfg.frozen_bn,
+                            pretrained=cfg.pretrained, freeze_stem=cfg.freeze_stem)
+    from lowlabel.models import backbones
+
+    return backbones.build_backbone(name=cfg.backbone, pretrained=cfg.pretrained)
+
+
+def sipe_maps(out: NetOutput, valid: Tensor, params: SIPEParams, *, seed_features: Tensor) -> dict[str, Tensor]:
+    """Normalised CAM with background, seeds, prototypes and IS-CAM from one forward pass.
+
+    Args:
+        out: the network output (``hier`` must be set).
+        valid: (B, K1, h, w) or (B, K1, 1, 1) 0/1: crop-valid region x [1, labels].
+        params: the SIPE switches.
+        seed_features: (B, C, h, w) features for the structure map.
+
+    Returns:
+        ``norm_cam``, ``seeds``, ``prototypes``, ``is_cam`` (each (B, K1, ...)).
+    """
+    assert out.hier is not None
+    feats = out.hier if params.use_hierarchical else out.x4
+    size = feats.shape[2:]
+    norm_cam = L.with_background(out.cam, alpha=params.bg_alpha)  # (B, K1, h, w)
+    norm_cam = F.interpolate(norm_cam, size=size, mode="bilinear", align_corners=True) * valid
+    if params.use_structure_seeds:
+        seeds = L.structure_seeds(norm_cam, seed_features, valid, bg_iou_weight=params.bg_iou_weight,
+                                  chunk_size=params.chunk_size)
+    else:
+        seeds = F.one_hot(norm_cam.argmax(1), norm_cam.shape[1]).permute(0, 3, 1, 2).to(norm_cam.dtype) * valid
+    protos = L.prototypes(seeds, feats)
+    iscam = L.is_cam(protos, feats)
+    if not params.use_bg_prototype:
+        iscam = torch.cat([1.0 - iscam[:, 1:].amax(1, keepdim=True), iscam[:, 1:]], dim=1)
+    return {"norm_cam": norm_cam, "seeds": seeds, "prototypes": protos, "is_cam": iscam}
+
+
+class SIPE:
+    """The SIPE method (training + multi-scale inference + evaluation)."""
+
+    name = "sipe"
+
+    def __init__(self, *, config: SIPEConfig) -> None:
+        self.config = config
+        self.data = wsss.WSSSData(config.data)
+        self.num_classes = self.data.num_classes
+        self.model = SIPENet(backbone=build_backbone(config.model), num_classes=self.num_classes,
+                             side_channels=config.model.side_channels, detach_stage=config.model.detach_stage)
+
+    def networks(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def optimizers(self, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        return {"model": wsss.two_group_optimizer(nets["model"], self.config.optim, self.config.lr_mult)}
+
+    def train_dataset(self) -> torch.utils.data.Dataset:
+        return self.data.train_set()
+
+    def training_step(self, nets: Mapping[str, nn.Module], batch: Any, step: int) -> StepOutput:
+        p = self.config.sipe
+        x, labels = batch["image"], batch["labels"].float()
+        out: NetOutput = nets["model"](x)
+        l_cls = F.multilabel_soft_margin_loss(out.cam.mean(dim=(2, 3)), labels)
+        logs = {"loss_cls": float(l_cls.detach())}
+        loss = l_cls
+        if p.use_gsc:
+            valid = wsss.valid_maps(batch["valid"], labels, out.x4.shape[2:])  # (B, K1, h, w)
+            assert out.hier is not None
+            seed_feats = out.x4 if p.train_seed_features == "x4" else out.hier
+            maps = sipe_maps(out, valid, p, seed_features=seed_feats.detach())
+            l_gsc = L.gsc_loss(maps["norm_cam"], maps["is_cam"])
+            loss = loss + p.gsc_weight * l_gsc
+            logs["loss_gsc"] = float(l_gsc.detach())
+        logs["loss"] = float(loss.detach())
+        return StepOutput(losses={"model": loss}, logs=logs)
+
+    @torch.no_grad()
+    def score_maps(self, model: nn.Module, image: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """Multi-scale + flip IS-CAM for one image: ((K1, H, W) scores, absent classes 0; (C, h, w) features)."""
+        cfg, p = self.config.infer, self.config.sipe
+        _, hh, ww = image.shape
+        lab1 = torch.cat([labels.new_ones(1), labels]).view(1, -1, 1, 1)  # (1, K1, 1, 1)
+        total, aff_feats = None, None
+        for scale in cfg.scales:
+            out = wsss.flip_fused_forward(model, image, scale, cfg.flip)
+            feats = out.hier if p.use_hierarchical else out.x4
+            maps = sipe_maps(out, lab1, p, seed_features=out.hier)
+            up = F.interpolate(maps["is_cam"], size=(hh, ww), mode="bilinear", align_corners=False)[0]
+            total = up if total is None else total + up
+            if aff_feats is None or scale == 1.0:
+                aff_feats = feats[0]
+        assert total is not None and aff_feats is not None
+        total = total / (total.amax(dim=(1, 2), keepdim=True) + L.EPS)
+        return total * lab1[0], aff_feats
+
+    def evaluate(self, nets: Mapping[str, nn.Module], split: str, out_dir: Path) -> EvalResult:
+        model = nets["model"]
+        model.eval()
+        try:
+            return wsss.evaluate_maps(lambda img, lab: self.score_maps(model, img, lab), self.data, split,
+                                      Path(out_dir), self.config.infer)
+        finally:
+            model.train()
+
+    def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
+        model = nets["model"]
+        model.eval()
+        wsss.predict_folder(model, lambda img, lab: self.score_maps(model, img, lab), Path(inputs), Path(out),
+                            self.config.infer)
+
+
+def build(cfg: SIPEConfig) -> SIPE:
+    """The one place that reads the config."""
+    return SIPE(config=cfg)

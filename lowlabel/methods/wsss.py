@@ -1,0 +1,481 @@
+"""Shared parts of the weakly-supervised segmentation methods (``sipe``, ``mlcam``, ``seg``).
+
+Data (VOC-layout image-label sets with IRN's random resize / flip / crop), the two-group SGD of IRN/SIPE,
+multi-scale + flip inference, the optional affinity refinement of pseudo masks, and the evaluation that
+writes seeds and pseudo masks as VOC palette PNGs plus ``per_image.csv`` and report samples.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor, nn
+
+from lowlabel.errors import DataError
+from lowlabel.methods.base import EvalResult, OptimConfig, build_optimizer
+from lowlabel.report.samples import save_sample, write_per_image
+from lowlabel.structures import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, voc_palette
+
+ScoreFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (image, labels) -> ((K1, H, W) scores, (C, h, w))
+
+
+@dataclass
+class DataConfig:
+    """Where the VOC-layout data is and how training crops are made."""
+
+    root: str = "synth:quick"  # a VOC2012-layout folder, or synth:<preset>[:<seed>] (ShapesWorld voc/)
+    train_split: str = "train"  # ImageSets/Segmentation/<split>.txt (VOC12: train_aug with SBD labels)
+    label_list: str = ""  # optional SBD-style cls_labels.npy / label file instead of the XMLs
+    classes: str = "voc"  # class names: "voc" (20), "coco" (80) or a text file with one name per line
+    crop: int = 512  # official crop
+    long_side: tuple[int, int] = (320, 640)  # random resize of the long side (official: 320..640)
+
+    def __post_init__(self) -> None:
+        if self.crop < 8 or not 0 < self.long_side[0] <= self.long_side[1]:
+            raise ValueError(f"data.crop must be >= 8 and data.long_side increasing, got {self.crop}, {self.long_side}")
+
+
+@dataclass
+class InferConfig:
+    """Multi-scale inference, refinement and what evaluation writes."""
+
+    scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)  # official make_cam.py
+    flip: bool = True
+    refine: str = "affinity"  # "none" (pseudo mask = seed) or "affinity" (random walk on the feature affinity)
+    rw_beta: float = 10.0  # affinity = relu(cos)^beta (IRN's beta)
+    rw_log2_steps: int = 6  # 2^k random-walk steps via repeated squaring (IRN: exp_times 8)
+    max_images: int = 0  # evaluate at most this many images of the split (0 = all)
+    num_fixed_samples: int = 6
+    num_worst_samples: int = 6
+    write_pngs: bool = True  # seeds/<id>.png and pseudo/<id>.png in the eval folder
+
+    def __post_init__(self) -> None:
+        if self.refine not in ("none", "affinity"):
+            raise ValueError(f"infer.refine must be 'none' or 'affinity', got {self.refine!r}")
+        if not self.scales or min(self.scales) <= 0:
+            raise ValueError(f"infer.scales must be positive, got {self.scales}")
+
+
+def resolve_voc_root(root: str) -> Path:
+    from lowlabel.data import resolve_root
+
+    return Path(resolve_root(root, "voc"))
+
+
+def open_voc(cfg: DataConfig, split: str) -> Any:
+    """The ``VOCSegmentation`` reader of ``split`` (no transforms)."""
+    from lowlabel.data.voc import VOCSegmentation
+
+    kwargs: dict[str, Any] = {"root": resolve_voc_root(cfg.root), "split": split, "class_names": class_names(cfg)}
+    if cfg.label_list:
+        kwargs["label_list"] = cfg.label_list
+    ds = VOCSegmentation(**kwargs)
+    if ds.labels_table is not None:
+        missing = [i for i in ds.image_ids if i not in ds.labels_table]
+        if missing:
+            raise DataError(f"label file {cfg.label_list} does not match the image list {ds.split_file}: "
+                            f"{len(missing)} of {len(ds.image_ids)} ids have no labels, e.g. {missing[0]!r}")
+    return ds
+
+
+COCO_CLASSES: tuple[str, ...] = (
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
+    "hair drier", "toothbrush",
+)  # fmt: skip
+
+
+def class_names(cfg: DataConfig) -> list[str]:
+    """The foreground class names named by ``cfg.classes``."""
+    from lowlabel.data.voc import VOC_CLASSES
+
+    if cfg.classes == "voc":
+        return list(VOC_CLASSES)
+    if cfg.classes == "coco":
+        return list(COCO_CLASSES)
+    path = Path(cfg.classes)
+    if not path.is_file():
+        raise FileNotFoundError(f"data.classes: expected 'voc', 'coco' or a file of class names, got {cfg.classes!r}")
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def normalize_image(image: Tensor) -> Tensor:
+    """uint8 (3, H, W) -> float (3, H, W) normalised with the ImageNet statistics."""
+    x = torch.as_tensor(image).as_subclass(torch.Tensor).float() / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
+    return (x - mean) / std
+
+
+def random_scale_flip_crop(
+    image: Tensor, mask: Tensor | None, *, crop: int, long_side: tuple[int, int]
+) -> tuple[Tensor, Tensor | None, Tensor]:
+    """IRN's training augmentation: random long-side resize, horizontal flip, random crop with padding.
+
+    Args:
+        image: float (3, H, W), already normalised (padding with 0 = the mean colour).
+        mask: optional (H, W) int64 class ids (padded with 255).
+        crop: output side.
+        long_side: range of the resized long side.
+
+    Returns:
+        image (3, crop, crop), mask (crop, crop) or None, valid (crop, crop) float 0/1.
+    """
+    _, h, w = image.shape
+    target = int(torch.randint(long_side[0], long_side[1] + 1, ()).item())
+    size = (max(1, round(h * target / max(h, w))), max(1, round(w * target / max(h, w))))
+    image = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False)[0]
+    if mask is not None:
+        mask = F.interpolate(mask[None, None].float(), size=size, mode="nearest")[0, 0].long()
+    if torch.rand(()) < 0.5:
+        image = image.flip(-1)
+        mask = mask.flip(-1) if mask is not None else None
+    h, w = size
+    # Place the (possibly smaller) image at a random offset in a crop x crop container, IRN-style.
+    top_src = int(torch.randint(0, max(h - crop, 0) + 1, ()).item())
+    left_src = int(torch.randint(0, max(w - crop, 0) + 1, ()).item())
+    top_dst = int(torch.randint(0, max(crop - h, 0) + 1, ()).item())
+    left_dst = int(torch.randint(0, max(crop - w, 0) + 1, ()).item())
+    ch, cw = min(h, crop), min(w, crop)
+    out = image.new_zeros(3, crop, crop)
+    valid = image.new_zeros(crop, crop)
+    dst = (slice(top_dst, top_dst + ch), slice(left_dst, left_dst + cw))
+    src = (slice(top_src, top_src + ch), slice(left_src, left_src + cw))
+    out[(slice(None), *dst)] = image[(slice(None), *src)]
+    valid[dst] = 1.0
+    out_mask = None
+    if mask is not None:
+        out_mask = torch.full((crop, crop), IGNORE_INDEX, dtype=torch.long)
+        out_mask[dst] = mask[src]
+    return out, out_mask, valid
+
+
+def check_labels(labels: Tensor, image_id: str, where: str) -> Tensor:
+    """The multi-hot labels as float, or ``DataError`` when the image has no positive label."""
+    labels = torch.as_tensor(labels).float()
+    if labels.sum() <= 0:
+        raise DataError(f"image {image_id!r} has no positive image-level label ({where}); "
+                        "weakly-supervised training needs at least one class per image")
+    return labels
+
+
+class TrainSet(torch.utils.data.Dataset):
+    """Augmented training samples ``{"image", "valid", "labels"[, "mask"]}`` over a VOC reader.
+
+    Args:
+        base: a ``VOCSegmentation`` (returns ``image``, ``labels``, ``image_id``).
+        crop, long_side: see :func:`random_scale_flip_crop`.
+        pseudo_dir: read ``<pseudo_dir>/<image_id>.png`` as the mask (segmentation stage).
+        where: text naming the label source in error messages.
+    """
+
+    def __init__(self, *, base: Any, crop: int, long_side: tuple[int, int], pseudo_dir: Path | None = None,
+                 where: str = "") -> None:
+        self.base, self.crop, self.long_side = base, crop, long_side
+        self.pseudo_dir, self.where = pseudo_dir, where
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        s = self.base[i]
+        image_id = str(s["image_id"])
+        labels = torch.as_tensor(s["labels"]).float()
+        mask = None
+        if self.pseudo_dir is not None:
+            mask = torch.from_numpy(np.array(Image.open(self.pseudo_dir / f"{image_id}.png"), dtype=np.int64))
+        else:
+            labels = check_labels(labels, image_id, self.where)
+        image = normalize_image(torch.as_tensor(s["image"]))
+        image, mask, valid = random_scale_flip_crop(image, mask, crop=self.crop, long_side=self.long_side)
+        out = {"image": image, "valid": valid, "labels": labels}
+        if mask is not None:
+            out["mask"] = mask
+        return out
+
+
+class WSSSData:
+    """The data side of a WSSS method: class names and the readers of each split."""
+
+    def __init__(self, cfg: DataConfig) -> None:
+        self.cfg = cfg
+        self.root = resolve_voc_root(cfg.root)
+        self._train = open_voc(cfg, cfg.train_split)
+        self.class_names: list[str] = list(self._train.class_names)
+        self.num_classes = len(self.class_names)
+
+    def train_set(self, pseudo_dir: Path | None = None) -> TrainSet:
+        where = self.cfg.label_list or f"{self.root}/Annotations"
+        return TrainSet(base=self._train, crop=self.cfg.crop, long_side=self.cfg.long_side, pseudo_dir=pseudo_dir,
+                        where=where)
+
+    def split(self, split: str) -> Any:
+        return self._train if split == self.cfg.train_split else open_voc(self.cfg, split)
+
+
+def valid_maps(valid: Tensor, labels: Tensor, size: tuple[int, int] | torch.Size) -> Tensor:
+    """(B, K1, h, w) = nearest-downsampled crop-valid mask x [1, labels] (the official ``valid_mask``)."""
+    v = F.interpolate(valid[:, None], size=tuple(size), mode="nearest")  # (B, 1, h, w)
+    lab1 = torch.cat([labels.new_ones(labels.shape[0], 1), labels], dim=1)  # (B, K1)
+    return v * lab1[:, :, None, None]
+
+
+def two_group_optimizer(model: nn.Module, cfg: OptimConfig, lr_mult: float) -> torch.optim.Optimizer:
+    """SGD/Adam over two groups: backbone at ``lr``, new layers (``model.new_parameters()``) at ``lr * lr_mult``."""
+    new_ids = {id(p) for p in model.new_parameters()}
+    backbone = [p for p in model.parameters() if p.requires_grad and id(p) not in new_ids]
+    new = [p for p in model.parameters() if p.requires_grad and id(p) in new_ids]
+    groups = [{"params": backbone, "lr": cfg.lr}, {"params": new, "lr": cfg.lr * lr_mult}]
+    return build_optimizer([g for g in groups if g["params"]], cfg)
+
+
+def flip_fused_forward(model: nn.Module, image: Tensor, scale: float, flip: bool) -> Any:
+    """Run ``model`` on ``image`` (3, H, W) at ``scale`` (and its mirror); sum the flip pair on every map.
+
+    Returns the model's output object with batch size 1 (fields ``cam``, ``x4``, ``hier``).
+    """
+    _, h, w = image.shape
+    size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    x = F.interpolate(image[None], size=size, mode="bilinear", align_corners=False) if scale != 1.0 else image[None]
+    if flip:
+        x = torch.cat([x, x.flip(-1)], dim=0)
+    out = model(x)
+    if flip:
+        for name in ("cam", "x4", "hier"):
+            t = getattr(out, name, None)
+            if t is not None:
+                setattr(out, name, (t[0] + t[1].flip(-1))[None])
+    return out
+
+
+def present_argmax(scores: Tensor, labels: Tensor) -> Tensor:
+    """argmax over background + the image's classes: (K1, H, W) scores, (K,) labels -> (H, W) int64 ids."""
+    keep = torch.cat([labels.new_ones(1), labels]) > 0  # (K1,)
+    masked = torch.where(keep[:, None, None], scores, torch.full_like(scores, -1.0))
+    return masked.argmax(0)
+
+
+def affinity_refine(scores: Tensor, feats: Tensor, *, beta: float, log2_steps: int) -> Tensor:
+    """Random-walk refinement of (K1, H, W) scores with the feature affinity relu(cos)^beta (IRN-style).
+
+    The transition matrix is column-normalised (IRN's ``trans_mat = aff / sum(aff, 0)``) and raised to the
+    power 2^log2_steps by repeated squaring; the walk runs at the feature size (C, h, w) and is upsampled.
+    """
+    k1, hh, ww = scores.shape
+    _, h, w = feats.shape
+    f = feats.flatten(1)  # (C, N)
+    f = f / f.norm(dim=0, keepdim=True).clamp_min(1e-5)
+    aff = F.relu(f.t() @ f).pow(beta)  # (N, N)
+    trans = aff / aff.sum(0, keepdim=True).clamp_min(1e-5)
+    for _ in range(log2_steps):
+        trans = trans @ trans
+    small = F.adaptive_avg_pool2d(scores[None], (h, w))[0].flatten(1)  # (K1, N)
+    walked = (small @ trans).view(1, k1, h, w)  # (1, K1, h, w)
+    return F.interpolate(walked, size=(hh, ww), mode="bilinear", align_corners=False)[0]
+
+
+def write_png(path: Path, ids: np.ndarray) -> None:
+    """Write uint8 class ids as a VOC palette PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(ids.astype(np.uint8), mode="P")
+    img.putpalette(voc_palette())
+    img.save(path)
+
+
+def top_box(ids: np.ndarray, cls: int, score: np.ndarray) -> tuple[list[float], float] | None:
+    """The box (0-based inclusive xyxy) of the largest connected region of class ``cls`` and its mean score."""
+    import cv2
+
+    binary = (ids == cls).astype(np.uint8)
+    if binary.sum() == 0:
+        return None
+    n, comp, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    x, y, w, h = (int(v) for v in stats[best, :4])
+    return [float(x), float(y), float(x + w - 1), float(y + h - 1)], float(score[comp == best].mean())
+
+
+class _WorstKeeper:
+    """Keeps the payloads of the ``n`` lowest-scoring images seen so far (bounded memory)."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.heap, self.count = n, [], 0  # heap of (-score, count, image_id, payload)
+
+    def offer(self, score: float, image_id: str, payload: dict[str, Any]) -> None:
+        if self.n <= 0:
+            return
+        self.count += 1
+        if len(self.heap) < self.n:
+            heapq.heappush(self.heap, (-score, self.count, image_id, payload))
+        elif -self.heap[0][0] > score:
+            heapq.heapreplace(self.heap, (-score, self.count, image_id, payload))
+
+    def items(self) -> list[tuple[str, dict[str, Any]]]:
+        return [(image_id, payload) for _, _, image_id, payload in self.heap]
+
+
+def image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
+    """mIoU of one image (classes absent from both prediction and GT are skipped), via the scoring suite."""
+    from lowlabel.metrics.semseg import confusion_matrix, iou_from_confusion
+
+    iou = np.asarray(iou_from_confusion(confusion_matrix(pred, gt, num_classes)), dtype=np.float64)
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+def evaluate_maps(score_fn: ScoreFn, data: WSSSData, split: str, out_dir: Path, cfg: InferConfig) -> EvalResult:
+    """Seeds (argmax of the scores), pseudo masks (refined), their mIoU on ``split`` and CorLoc of the top boxes.
+
+    Writes ``seeds/<id>.png``, ``pseudo/<id>.png`` (VOC palette), ``per_image.csv`` (seed mIoU per image)
+    and report samples of kind ``"segmentation"`` into ``out_dir``. Images without a GT mask still get PNGs
+    (so evaluating ``train_aug`` produces the pseudo masks of the whole training set) but are not scored.
+    """
+    from lowlabel.metrics.semseg import SegEvaluator
+
+    ds = data.split(split)
+    k1 = data.num_classes + 1
+    names = ["background"] + data.class_names
+    seed_eval, pseudo_eval = SegEvaluator(num_classes=k1), SegEvaluator(num_classes=k1)
+    n = len(ds) if cfg.max_images <= 0 else min(cfg.max_images, len(ds))
+    fixed = set(sorted(_image_ids(ds, n))[: cfg.num_fixed_samples])
+    worst = _WorstKeeper(cfg.num_worst_samples)
+    per_image: dict[str, float] = {}
+    boxes = CorLocAccumulator(data.num_classes)
+    for i in range(n):
+        s = ds[i]
+        r = _seed_and_pseudo(score_fn, s, f"{data.root} split {split}", cfg, out_dir)
+        boxes.add(r["image_id"], r["pseudo"], r["refined"], r["labels"], s.get("boxes"), s.get("box_labels"))
+        if s.get("mask") is None:
+            continue
+        gt = np.asarray(s["mask"], dtype=np.uint8).reshape(r["seed"].shape)
+        seed_eval.update(r["seed"], gt)
+        pseudo_eval.update(r["pseudo"], gt)
+        score = image_miou(r["seed"], gt, k1)
+        per_image[r["image_id"]] = score
+        payload = {"image": r["image"], "gt": gt, "seed": r["seed"], "pseudo": r["pseudo"]}
+        if r["image_id"] in fixed:
+            _save(out_dir, r["image_id"], payload, names)
+        else:
+            worst.offer(score if np.isfinite(score) else -1.0, r["image_id"], payload)
+    for image_id, payload in worst.items():
+        _save(out_dir, image_id, payload, names)
+    write_per_image(out_dir, per_image)
+    return _result(seed_eval.compute(), pseudo_eval.compute(), boxes.compute(), names, bool(per_image))
+
+
+def _seed_and_pseudo(score_fn: ScoreFn, sample: dict[str, Any], where: str, cfg: InferConfig,
+                     out_dir: Path) -> dict[str, Any]:
+    """Scores, seed and pseudo mask of one dataset sample; writes their PNGs when ``cfg.write_pngs``."""
+    image_id = str(sample["image_id"])
+    labels = check_labels(sample["labels"], image_id, where)
+    image_u8 = torch.as_tensor(sample["image"]).as_subclass(torch.Tensor)
+    scores, feats = score_fn(normalize_image(image_u8), labels)
+    seed = present_argmax(scores, labels).cpu().numpy().astype(np.uint8)
+    refined = scores
+    if cfg.refine == "affinity":
+        refined = affinity_refine(scores, feats, beta=cfg.rw_beta, log2_steps=cfg.rw_log2_steps)
+    pseudo = present_argmax(refined, labels).cpu().numpy().astype(np.uint8)
+    if cfg.write_pngs:
+        write_png(out_dir / "seeds" / f"{image_id}.png", seed)
+        write_png(out_dir / "pseudo" / f"{image_id}.png", pseudo)
+    return {"image_id": image_id, "labels": labels, "seed": seed, "pseudo": pseudo, "refined": refined.cpu().numpy(),
+            "image": image_u8.permute(1, 2, 0).cpu().numpy().astype(np.uint8)}
+
+
+def _per_class(names: list[str], values: Any) -> dict[str, float | None]:
+    return {n: (None if v is None or not np.isfinite(v) else float(v)) for n, v in zip(names, values)}
+
+
+def _image_ids(ds: Any, n: int) -> list[str]:
+    ids = getattr(ds, "image_ids", None)
+    return [str(i) for i in ids[:n]] if ids is not None else [str(ds[i]["image_id"]) for i in range(n)]
+
+
+def _save(out_dir: Path, image_id: str, payload: dict[str, Any], names: list[str]) -> None:
+    save_sample(out_dir, image_id, "segmentation", payload["image"], gt=payload["gt"], seed=payload["seed"],
+                pseudo=payload.get("pseudo"), class_names=np.asarray(names))
+
+
+def _result(seed: dict[str, Any], pseudo: dict[str, Any], corloc: dict[str, Any], names: list[str],
+            scored: bool) -> EvalResult:
+    metrics: dict[str, float] = {"CorLoc": float(corloc.get("CorLoc", float("nan")))}
+    per_class: dict[str, dict[str, float | None]] = {}
+    if scored:
+        metrics["mIoU"] = float(seed["mIoU"])
+        metrics["pseudo_mIoU"] = float(pseudo["mIoU"])
+        per_class["IoU"] = _per_class(names, seed["IoU"])
+        per_class["pseudo_IoU"] = _per_class(names, pseudo["IoU"])
+    return EvalResult(metrics=metrics, per_class=per_class, monitor="mIoU" if scored else "CorLoc")
+
+
+class CorLocAccumulator:
+    """Collects the top box per (image, present class) and the GT boxes, then scores CorLoc."""
+
+    def __init__(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.dets: dict[int, list[tuple[str, float, list[float]]]] = {}
+        self.gts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def add(self, image_id: str, ids: np.ndarray, scores: np.ndarray, labels: Tensor, gt_boxes: Any,
+            gt_labels: Any) -> None:
+        if gt_boxes is None or gt_labels is None:
+            return
+        self.gts[image_id] = (np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4),
+                              np.asarray(gt_labels, dtype=np.int64).reshape(-1))
+        for k in torch.nonzero(labels > 0).flatten().tolist():
+            found = top_box(ids, k + 1, scores[k + 1])
+            if found is not None:
+                self.dets.setdefault(k, []).append((image_id, found[1], found[0]))
+
+    def compute(self) -> dict[str, Any]:
+        if not self.gts:
+            return {}
+        from lowlabel.metrics.corloc import corloc
+
+        return corloc(self.dets, self.gts, num_classes=self.num_classes)
+
+
+def predict_folder(model: nn.Module, score_fn: ScoreFn, inputs: Path, out: Path, cfg: InferConfig) -> None:
+    """Seeds, pseudo masks and overlays for every image in ``inputs`` (a folder or one file).
+
+    Without labels, the image's classes are the ones the classifier scores above 0.5 (at least the top one).
+    """
+    exts = {".jpg", ".jpeg", ".png", ".bmp"}
+    files = [inputs] if inputs.is_file() else sorted(p for p in inputs.rglob("*") if p.suffix.lower() in exts)
+    if not files:
+        raise FileNotFoundError(f"no images (.jpg/.png/.bmp) found in {inputs}")
+    palette = np.asarray(voc_palette(), dtype=np.uint8).reshape(-1, 3)
+    with torch.no_grad():
+        for path in files:
+            image_u8 = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
+            image = normalize_image(image_u8)
+            logits = model(image[None]).cam.mean(dim=(2, 3))[0]  # (K,)
+            labels = (logits.sigmoid() > 0.5).float()
+            if labels.sum() == 0:
+                labels[logits.argmax()] = 1.0
+            scores, feats = score_fn(image, labels)
+            seed = present_argmax(scores, labels).numpy().astype(np.uint8)
+            refined = scores if cfg.refine == "none" else affinity_refine(
+                scores, feats, beta=cfg.rw_beta, log2_steps=cfg.rw_log2_steps)
+            pseudo = present_argmax(refined, labels).numpy().astype(np.uint8)
+            name = path.stem
+            write_png(out / "seeds" / f"{name}.png", seed)
+            write_png(out / "pseudo" / f"{name}.png", pseudo)
+            rgb = image_u8.permute(1, 2, 0).numpy().astype(np.float32)
+            for kind, ids in (("seed", seed), ("pseudo", pseudo)):
+                blend = np.where(ids[..., None] > 0, 0.5 * rgb + 0.5 * palette[ids], rgb)
+                (out / "overlays").mkdir(parents=True, exist_ok=True)
+                Image.fromarray(blend.astype(np.uint8)).save(out / "overlays" / f"{name}_{kind}.png")

@@ -1,0 +1,59 @@
+"""Multi-label CAM baseline: training step, CAM maps, threshold seeds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from lowlabel.methods import mlcam, sipe, wsss
+from lowlabel.methods.base import TrainerConfig
+
+from .voc_fake import write_fake_voc
+
+torch.set_num_threads(1)
+
+
+def small_config(root: Path) -> mlcam.MLCAMConfig:
+    return mlcam.MLCAMConfig(
+        data=wsss.DataConfig(root=str(root), train_split="train", crop=32, long_side=(32, 48)),
+        model=sipe.ModelConfig(backbone="resnet_small", frozen_bn=False, freeze_stem=False, detach_stage=0),
+        infer=wsss.InferConfig(scales=(1.0, 0.5), num_fixed_samples=2, num_worst_samples=1),
+        thresholds=(0.2, 0.5, 0.8),
+        trainer=TrainerConfig(max_steps=2, batch_size=2, eval_split="train", log_every=1),
+    )
+
+
+def test_training_step_is_the_classification_loss_only(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    method = mlcam.build(small_config(write_fake_voc(tmp_path / "voc")))
+    ds = method.train_dataset()
+    batch = torch.utils.data.default_collate([ds[0], ds[1]])
+    out = method.training_step(method.networks(), batch, 0)
+    expected = torch.nn.functional.multilabel_soft_margin_loss(
+        method.model(batch["image"]).cam.mean(dim=(2, 3)), batch["labels"])
+    torch.testing.assert_close(out.losses["model"], expected)
+    out.losses["model"].backward()
+    assert all(p.grad is not None for p in method.model.parameters() if p.requires_grad)
+    assert method.model.sides is None
+
+
+def test_cam_maps_are_normalised_and_zero_for_absent_classes(tmp_path: Path) -> None:
+    method = mlcam.build(small_config(write_fake_voc(tmp_path / "voc")))
+    method.model.eval()
+    s = method.data.split("train")[0]
+    labels = s["labels"].float()
+    cams, feats = method.cam_maps(method.model, wsss.normalize_image(s["image"]), labels)
+    assert cams.shape == (20, 40, 48) and feats.dim() == 3
+    assert float(cams.max()) <= 1.0 and float(cams.min()) >= 0.0
+    absent = labels == 0
+    assert float(cams[absent].abs().sum()) == 0.0
+    for k in torch.nonzero(labels).flatten():
+        assert float(cams[k].max()) == pytest.approx(1.0, abs=1e-3)  # each present class is max-normalised
+
+
+def test_threshold_value_accepts_the_suites_result_shapes() -> None:
+    assert mlcam.best_threshold_value(0.3) == 0.3
+    assert mlcam.best_threshold_value((0.25, 61.0)) == 0.25
+    assert mlcam.best_threshold_value({"threshold": 0.4, "mIoU": 50.0}) == 0.4

@@ -1,0 +1,119 @@
+"""SIPE method: one training step, bad input, evaluation outputs, the engine round trip and the configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lowlabel.errors import DataError
+from lowlabel.methods import sipe, wsss
+from lowlabel.methods.base import TrainerConfig
+
+from .voc_fake import write_fake_voc
+
+torch.set_num_threads(1)
+
+
+def small_config(root: Path, **sipe_kw: object) -> sipe.SIPEConfig:
+    return sipe.SIPEConfig(
+        data=wsss.DataConfig(root=str(root), train_split="train", crop=32, long_side=(32, 48)),
+        model=sipe.ModelConfig(backbone="resnet_small", frozen_bn=False, freeze_stem=False, detach_stage=0,
+                               side_channels=(8, 8, 16, 16)),
+        sipe=sipe.SIPEParams(**sipe_kw),  # type: ignore[arg-type]
+        infer=wsss.InferConfig(scales=(1.0, 0.5), num_fixed_samples=2, num_worst_samples=1),
+        trainer=TrainerConfig(max_steps=2, batch_size=2, eval_split="train", log_every=1),
+    )
+
+
+def two_image_batch(method: sipe.SIPE) -> dict[str, torch.Tensor]:
+    ds = method.train_dataset()
+    return torch.utils.data.default_collate([ds[0], ds[1]])
+
+
+def test_training_step_gives_finite_losses_and_gradients_everywhere(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    method = sipe.build(small_config(write_fake_voc(tmp_path / "voc")))
+    batch = two_image_batch(method)
+    assert batch["image"].shape == (2, 3, 32, 32) and batch["valid"].shape == (2, 32, 32)
+    out = method.training_step(method.networks(), batch, 0)
+    loss = out.losses["model"]
+    assert torch.isfinite(loss) and {"loss_cls", "loss_gsc"} <= set(out.logs)
+    loss.backward()
+    missing = [n for n, p in method.model.named_parameters() if p.requires_grad and p.grad is None]
+    assert not missing  # with detach_stage=0 every trainable parameter, side convs included, gets a gradient
+
+
+def test_without_gsc_the_side_convs_get_no_gradient(tmp_path: Path) -> None:
+    method = sipe.build(small_config(write_fake_voc(tmp_path / "voc"), use_gsc=False))
+    out = method.training_step(method.networks(), two_image_batch(method), 0)
+    assert "loss_gsc" not in out.logs
+    out.losses["model"].backward()
+    assert method.model.sides is not None and all(p.grad is None for p in method.model.sides.parameters())
+
+
+def test_official_detach_blocks_the_early_stages(tmp_path: Path) -> None:
+    cfg = small_config(write_fake_voc(tmp_path / "voc"))
+    cfg.model.detach_stage = 2
+    method = sipe.build(cfg)
+    method.training_step(method.networks(), two_image_batch(method), 0).losses["model"].backward()
+    body = method.model.backbone.body
+    assert all(p.grad is None for i in (0, 1, 2) for p in body[i].parameters())
+    assert all(p.grad is not None for p in body[3].parameters())
+
+
+def test_two_group_optimizer_uses_lr_mult_and_the_momentum_quirk(tmp_path: Path) -> None:
+    method = sipe.build(small_config(write_fake_voc(tmp_path / "voc")))
+    opt = method.optimizers(method.networks())["model"]
+    lrs = sorted(g["lr"] for g in opt.param_groups)
+    assert lrs == pytest.approx([0.1, 1.0])  # paper defaults: lr 0.1, new layers x10
+    assert all(g["momentum"] == pytest.approx(1e-4) for g in opt.param_groups)  # IRN's effective momentum
+    new = {id(p) for p in method.model.new_parameters()}
+    fast = next(g for g in opt.param_groups if g["lr"] == pytest.approx(1.0))
+    assert {id(p) for p in fast["params"]} == new
+
+
+def test_image_without_positive_label_is_a_clear_error(tmp_path: Path) -> None:
+    root = write_fake_voc(tmp_path / "voc", empty_id="2007_train001")
+    method = sipe.build(small_config(root))
+    with pytest.raises(DataError, match="2007_train001.*no positive image-level label"):
+        method.train_dataset()[1]
+
+
+def test_label_file_not_matching_the_image_list_is_a_clear_error(tmp_path: Path) -> None:
+    root = write_fake_voc(tmp_path / "voc")
+    table = root / "cls_labels.txt"
+    table.write_text("2007_train000 aeroplane\n2007_train001 bicycle\n")  # train has 4 ids
+    cfg = small_config(root)
+    cfg.data.label_list = str(table)
+    with pytest.raises(DataError, match=r"cls_labels.txt does not match the image list .*train.txt: 2 of 4"):
+        sipe.build(cfg)
+
+
+def test_seeds_are_argmax_over_background_and_present_classes() -> None:
+    scores = torch.tensor([[0.2, 0.2], [0.9, 0.1], [0.5, 0.9]]).view(3, 1, 2)  # bg, class 1, class 2
+    labels = torch.tensor([0.0, 1.0])  # only class 2 present: class 1's 0.9 must not win
+    assert wsss.present_argmax(scores, labels).tolist() == [[2, 2]]
+
+
+def test_affinity_refine_spreads_scores_inside_a_feature_cluster() -> None:
+    feats = torch.zeros(2, 1, 4)
+    feats[0, :, :2] = 1.0  # left two pixels one cluster, right two the other
+    feats[1, :, 2:] = 1.0
+    scores = torch.tensor([[0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]]).view(2, 1, 4)
+    out = wsss.affinity_refine(scores, feats, beta=1.0, log2_steps=2)
+    torch.testing.assert_close(out[1, 0], torch.tensor([0.5, 0.5, 0.0, 0.0]))  # class mass averaged over its cluster
+    torch.testing.assert_close(out[0, 0], torch.tensor([0.0, 0.0, 1.0, 1.0]))
+
+
+def test_predict_writes_seeds_pseudo_masks_and_overlays(tmp_path: Path) -> None:
+    root = write_fake_voc(tmp_path / "voc", num_train=2, num_val=1, num_aug=0)
+    method = sipe.build(small_config(root))
+    out = tmp_path / "pred"
+    method.predict(method.networks(), root / "JPEGImages" / "2007_train000.jpg", out)
+    seed = np.array(__import__("PIL.Image", fromlist=["Image"]).open(out / "seeds" / "2007_train000.png"))
+    assert seed.shape == (40, 48) and seed.dtype == np.uint8
+    assert (out / "pseudo" / "2007_train000.png").is_file()
+    assert (out / "overlays" / "2007_train000_seed.png").is_file()
