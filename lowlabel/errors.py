@@ -18,3 +18,7 @@ class DataError(UserError):
 
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss. The message names the step and the loss term."""
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint could not be written (disk full, ...). The previous checkpoint is left intact."""

@@ -1,0 +1,133 @@
+"""Atomic checkpoint files, safe loading, and the RNG state they carry.
+
+A checkpoint is written to a temporary file in the same folder, flushed and fsynced, then
+renamed over the old one with ``os.replace`` (atomic on POSIX), and the folder is fsynced. A
+crash at any point leaves either the old or the new file, never a torn one.
+"""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import pickle
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from lowlabel.errors import CheckpointError, UserError
+
+FORMAT = "lowlabel-checkpoint"
+TMP_SUFFIX = ".tmp"
+
+
+def serialize(obj: Any) -> bytes:
+    """``torch.save`` into memory (so one state can be written to several files)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def atomic_write(data: bytes, path: Path) -> None:
+    """Write ``data`` to ``path`` atomically: temp file + fsync + ``os.replace`` + fsync of the folder.
+
+    Raises:
+        CheckpointError: the disk is full (or another OS error); ``path`` is left as it was.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        reason = "no space left on device" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+        message = f"could not write checkpoint {path}: {reason}; the previous checkpoint is intact"
+        raise CheckpointError(message) from err
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temp_files(folder: Path) -> None:
+    """Delete temp files left by a process killed while writing a checkpoint."""
+    if folder.is_dir():
+        for tmp in folder.glob(f".*{TMP_SUFFIX}"):
+            tmp.unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, *, trust_pickle: bool = False) -> Any:
+    """Load a checkpoint onto the CPU.
+
+    Without ``trust_pickle`` only tensors and plain Python containers are accepted
+    (``torch.load(weights_only=True)``); files that need arbitrary unpickling (many authors' ``.pth``
+    files) are refused with a one-line hint.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        UserError: the file is not a readable checkpoint, or needs ``--trust-pickle``.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
+    except pickle.UnpicklingError as err:
+        if trust_pickle:
+            raise UserError(f"{path}: cannot unpickle checkpoint ({str(err).splitlines()[0]})") from err
+        raise UserError(
+            f"{path}: contains pickled Python objects, which can run arbitrary code when loaded; "
+            "pass --trust-pickle (trust_pickle=True) only if you trust where the file came from"
+        ) from err
+    except (RuntimeError, EOFError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"{path}: not a readable checkpoint ({first})") from err
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global RNG state (python, numpy, torch CPU and CUDA), in ``weights_only``-loadable form."""
+    version, mt, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": (version, list(mt), gauss),
+        "numpy": (np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss),
+                  float(np_cached)),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_cached = state["numpy"]
+    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_format(ckpt: Any, path: Path) -> dict[str, Any]:
+    """``ckpt`` if it is a lowlabel checkpoint, else a one-line ``UserError``."""
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise UserError(f"{path}: not a lowlabel checkpoint (no '{FORMAT}' header)")
+    return ckpt
