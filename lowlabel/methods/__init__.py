@@ -12,6 +12,9 @@ import importlib
 from types import ModuleType
 
 METHODS: dict[str, str] = {
+    "sipe": "lowlabel.methods.sipe",
+    "mlcam": "lowlabel.methods.mlcam",
+    "seg": "lowlabel.methods.seg",
 }
 
 
