@@ -15,6 +15,8 @@ METHODS: dict[str, str] = {
     "sipe": "lowlabel.methods.sipe",
     "mlcam": "lowlabel.methods.mlcam",
     "seg": "lowlabel.methods.seg",
+    "cam": "lowlabel.methods.cam",
+    "da_wsol": "lowlabel.methods.da_wsol",
 }
 
 

@@ -74,7 +74,7 @@ class CAMBackbone(nn.Module):
         return self.forward_features(x)
 
 
-def build_backbone(*, name: str, pretrained: str = "", large_feature_map: bool = True) -> CAMBackbone:
+def build_backbone(*, name: str, pretrained: str = "", large_feature_map: bool = True, width: int = 32) -> CAMBackbone:
     """The backbone ``name`` (one of :data:`BACKBONES`), randomly initialised or loaded from a local file.
 
     Args:
@@ -82,6 +82,7 @@ def build_backbone(*, name: str, pretrained: str = "", large_feature_map: bool =
         pretrained: path of a torchvision-layout state dict; ``""`` = random init.
         large_feature_map: ResNet50 layer3 stride 1 (stride 8 overall instead of 16); Inception
             Mixed_6a stride 1. Ignored by the others.
+        width: ``resnet_small`` only: channels of its first stage (then x2, x4, x8; D = 8 * width).
     """
     if name == "resnet50":
         return _resnet50(pretrained, large_feature_map)
@@ -92,7 +93,7 @@ def build_backbone(*, name: str, pretrained: str = "", large_feature_map: bool =
     if name == "resnet_small":
         if pretrained:
             raise ValueError("backbone resnet_small has no pretrained weights; set pretrained to ''")
-        return _resnet_small()
+        return _resnet_small((width, 2 * width, 4 * width, 8 * width))
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
