@@ -26,6 +26,7 @@ COMMANDS: dict[str, str] = {
     "train": "train",
     "evaluate": "evaluate",
     "predict": "predict",
+    "data": "data",
 }
 
 
