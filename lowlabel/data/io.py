@@ -97,5 +97,4 @@ def parse_voc_objects(path: Path, class_names: list[str]) -> tuple[np.ndarray, n
             difficult.append((obj.findtext("difficult") or "0").strip() == "1")
     except (AttributeError, TypeError, ValueError) as e:
         raise DataError(f"{path}: malformed VOC annotation ({e})") from None
-    return (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64),
-            np.asarray(difficult, bool), hw)  # fmt: skip
+    return (np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64), np.asarray(difficult, bool), hw)

@@ -24,8 +24,15 @@ def normalize() -> v2.Compose:
 
 def wsol_train(*, resize: int = 256, crop: int = 224) -> v2.Compose:
     """wsolevaluation's training transform: resize to a square, random crop, horizontal flip."""
-    return v2.Compose([v2.Resize((resize, resize), antialias=True), v2.RandomCrop(crop), v2.RandomHorizontalFlip(),
-                       normalize(), v2.SanitizeBoundingBoxes(labels_getter=None)])  # fmt: skip
+    return v2.Compose(
+        [
+            v2.Resize((resize, resize), antialias=True),
+            v2.RandomCrop(crop),
+            v2.RandomHorizontalFlip(),
+            normalize(),
+            v2.SanitizeBoundingBoxes(labels_getter=None),
+        ]
+    )
 
 
 def wsol_eval(*, size: int = 224) -> v2.Compose:
@@ -36,12 +43,14 @@ def wsol_eval(*, size: int = 224) -> v2.Compose:
 def seg_train(*, crop: int = 224, scale: tuple[float, float] = (0.7, 1.3), base: int = 160) -> v2.Compose:
     """Random rescale + flip + crop for segmentation; padding of masks uses the ignore index 255."""
     fill = {tv_tensors.Image: 0, tv_tensors.Mask: IGNORE_INDEX, "others": 0}
-    return v2.Compose([
-        v2.RandomResize(int(base * scale[0]), int(base * scale[1]) + 1, antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.RandomCrop(crop, pad_if_needed=True, fill=fill),
-        normalize(),
-    ])  # fmt: skip
+    return v2.Compose(
+        [
+            v2.RandomResize(int(base * scale[0]), int(base * scale[1]) + 1, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.RandomCrop(crop, pad_if_needed=True, fill=fill),
+            normalize(),
+        ]
+    )
 
 
 def seg_eval(*, size: int | None = None) -> v2.Compose:

@@ -22,9 +22,27 @@ from lowlabel.data.io import load_index_png, load_rgb, parse_voc_objects, read_l
 from lowlabel.errors import DataError
 
 VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 
 def read_split(root: Path, split: str) -> tuple[Path, list[str]]:
@@ -92,8 +110,12 @@ class VOCSegmentation(Dataset):
         self.labels_table = load_label_list(Path(label_list), self.class_names) if label_list else None
         self.skipped = 0
         if skip_corrupt:
-            keep = [x for x in ids if (self.root / "JPEGImages" / f"{x}.jpg").is_file()
-                    and (not with_xml or (self.root / "Annotations" / f"{x}.xml").is_file())]  # fmt: skip
+            keep = [
+                x
+                for x in ids
+                if (self.root / "JPEGImages" / f"{x}.jpg").is_file()
+                and (not with_xml or (self.root / "Annotations" / f"{x}.xml").is_file())
+            ]
             self.skipped = len(ids) - len(keep)
             if self.skipped:
                 print(f"lowlabel: skipped {self.skipped} ids of {self.split_file} without image/XML", file=sys.stderr)
@@ -128,8 +150,14 @@ class VOCSegmentation(Dataset):
         if self.with_xml:
             boxes, box_labels, _, _ = parse_voc_objects(self.root / "Annotations" / f"{image_id}.xml", self.class_names)
         labels = self._image_labels(image_id, box_labels, mask)
-        target = {"mask": mask, "labels": torch.from_numpy(labels), "boxes": to_boxes(boxes, hw),
-                  "box_labels": torch.from_numpy(box_labels), "image_id": image_id, "orig_size": hw}  # fmt: skip
+        target = {
+            "mask": mask,
+            "labels": torch.from_numpy(labels),
+            "boxes": to_boxes(boxes, hw),
+            "box_labels": torch.from_numpy(box_labels),
+            "image_id": image_id,
+            "orig_size": hw,
+        }
         if self.transforms is not None:
             image, target = self.transforms(to_image(arr), target)
         else:

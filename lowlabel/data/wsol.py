@@ -79,8 +79,9 @@ class WSOLDataset(Dataset):
             keep = [x for x in self.image_ids if (self.data_root / x).is_file()]
             self.skipped = len(self.image_ids) - len(keep)
             if self.skipped:
-                print(f"lowlabel: skipped {self.skipped} image ids without a file under {self.data_root}",
-                      file=sys.stderr)  # fmt: skip
+                print(
+                    f"lowlabel: skipped {self.skipped} image ids without a file under {self.data_root}", file=sys.stderr
+                )
             self.image_ids = keep
 
     def _default_mask_root(self) -> Path | None:
@@ -130,8 +131,12 @@ class WSOLDataset(Dataset):
         arr = load_rgb(self.data_root / image_id)
         hw = (arr.shape[0], arr.shape[1])
         image = to_image(arr)
-        target = {"boxes": to_boxes(self.boxes.get(image_id, []), hw), "label": self.labels[image_id],
-                  "image_id": image_id, "orig_size": hw}  # fmt: skip
+        target = {
+            "boxes": to_boxes(self.boxes.get(image_id, []), hw),
+            "label": self.labels[image_id],
+            "image_id": image_id,
+            "orig_size": hw,
+        }
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return {"image": image, **target}
@@ -169,5 +174,9 @@ def shapesworld_wsol(root: str | Path, split: str, *, masks: bool = False, **kwa
     """The ShapesWorld ``wsol/`` folder ``root`` as a :class:`WSOLDataset` (``masks=True``: the PxAP metadata)."""
     root = Path(root)
     ds = "ShapesWorldMask" if masks else "ShapesWorld"
-    return WSOLDataset(data_root=root / "images" / "ShapesWorld", metadata_dir=root / "metadata" / ds / split,
-                       mask_root=root / "masks", **kwargs)  # fmt: skip
+    return WSOLDataset(
+        data_root=root / "images" / "ShapesWorld",
+        metadata_dir=root / "metadata" / ds / split,
+        mask_root=root / "masks",
+        **kwargs,
+    )

@@ -14,12 +14,31 @@ Backgrounds have a category-specific "habitat" texture, used with probability ``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 # PASCAL VOC's 20 names, so that code written against VOC class names runs unchanged on ShapesWorld.
 VOC_NAMES: tuple[str, ...] = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "aeroplane": ("plane", "airplane", "jet"),
@@ -48,9 +67,15 @@ SHAPES: tuple[str, ...] = ("ellipse", "rectangle", "triangle", "diamond", "star"
 PATTERNS: tuple[str, ...] = ("stripes", "checker", "dots", "rings", "zigzag")
 # Saturated marking colours (RGB in [0, 1]); a category's marking uses an ordered pair of them.
 MARK_COLORS: tuple[tuple[float, float, float], ...] = (
-    (0.95, 0.10, 0.10), (0.10, 0.75, 0.15), (0.15, 0.25, 0.95), (0.98, 0.85, 0.10),
-    (0.95, 0.95, 0.95), (0.05, 0.05, 0.05), (0.85, 0.15, 0.85), (0.10, 0.85, 0.90),
-)  # fmt: skip
+    (0.95, 0.10, 0.10),
+    (0.10, 0.75, 0.15),
+    (0.15, 0.25, 0.95),
+    (0.98, 0.85, 0.10),
+    (0.95, 0.95, 0.95),
+    (0.05, 0.05, 0.05),
+    (0.85, 0.15, 0.85),
+    (0.10, 0.85, 0.90),
+)
 COLOR_WORDS: tuple[str, ...] = ("red", "green", "blue", "yellow", "white", "black", "purple", "cyan")
 
 
@@ -68,6 +93,7 @@ class CategoryLook:
     habitat_freq: float  # class-correlated background texture frequency
 
 
+@cache
 def category_look(index: int) -> CategoryLook:
     """The fixed visual identity of category ``index`` (0-based into :data:`VOC_NAMES`)."""
     if not 0 <= index < len(VOC_NAMES):

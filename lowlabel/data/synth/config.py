@@ -138,9 +138,9 @@ class DomainsConfig:
     size: tuple[int, int] = (96, 160)  # (H, W)
     classes: tuple[str, ...] = ("car", "person", "bicycle", "bus")
     objects: tuple[int, int] = (2, 6)
-    fog_density: tuple[float, float] = (1.5, 3.0)  # beta of t = exp(-beta * depth), depth in [0, 1]
-    contrast: tuple[float, float] = (0.45, 0.7)  # target contrast factor
-    noise_std: float = 0.05  # target pixel noise
+    fog_density: tuple[float, float] = (1.0, 2.5)  # beta of t = exp(-beta * depth), depth in [0, 1]
+    contrast: tuple[float, float] = (0.55, 0.8)  # target contrast factor
+    noise_std: float = 0.04  # target pixel noise
 
 
 @dataclass(frozen=True)
@@ -185,6 +185,15 @@ def get_preset(name: str) -> Preset:
 
 
 __all__ = [
-    "COCOConfig", "DAVISConfig", "DomainsConfig", "ObjectStyle", "PRESETS", "Preset", "SceneStyle",
-    "VOCConfig", "WSOLConfig", "get_preset", "replace",
-]  # fmt: skip
+    "COCOConfig",
+    "DAVISConfig",
+    "DomainsConfig",
+    "ObjectStyle",
+    "PRESETS",
+    "Preset",
+    "SceneStyle",
+    "VOCConfig",
+    "WSOLConfig",
+    "get_preset",
+    "replace",
+]

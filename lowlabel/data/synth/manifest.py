@@ -26,8 +26,15 @@ def build_manifest(root: Path, *, version: str, preset: str, seed: int) -> dict:
         rel = p.relative_to(root).as_posix()
         files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
     digest = hashlib.sha256("".join(f"{k}:{v['sha256']}\n" for k, v in files.items()).encode()).hexdigest()
-    manifest = {"generator": "shapesworld", "version": version, "preset": preset, "seed": seed,
-                "num_files": len(files), "digest": digest, "files": files}  # fmt: skip
+    manifest = {
+        "generator": "shapesworld",
+        "version": version,
+        "preset": preset,
+        "seed": seed,
+        "num_files": len(files),
+        "digest": digest,
+        "files": files,
+    }
     (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
     return manifest
 

@@ -127,8 +127,9 @@ def random_texture(rng: np.random.Generator) -> dict:
             angle=float(rng.uniform(0, np.pi)), freq=float(rng.uniform(1.0, 3.0)), phase=float(rng.uniform(0, 6.3))
         )
     elif kind == "blotch":
-        tex["waves"] = [(float(rng.uniform(0, np.pi)), float(rng.uniform(0.3, 1.2)), float(rng.uniform(0, 6.3)))
-                        for _ in range(3)]  # fmt: skip
+        tex["waves"] = [
+            (float(rng.uniform(0, np.pi)), float(rng.uniform(0.3, 1.2)), float(rng.uniform(0, 6.3))) for _ in range(3)
+        ]
     return tex
 
 
@@ -145,10 +146,18 @@ def sample_object(
         shape, hue, strength = SHAPES[int(rng.integers(len(SHAPES)))], rng.random(), 0.0
     rgb = hsv(float(hue), rng.uniform(0.35, 0.8), rng.uniform(0.45, 0.9))
     return ObjectSpec(
-        category=category, shape=shape, cx=cx, cy=cy, size=size, aspect=float(rng.uniform(1.0, 1.8)),
-        angle=float(np.deg2rad(rng.uniform(-max_rot, max_rot))), rgb=rgb, texture=random_texture(rng),
-        mark_strength=strength, marking_frac=style.marking_frac,
-    )  # fmt: skip
+        category=category,
+        shape=shape,
+        cx=cx,
+        cy=cy,
+        size=size,
+        aspect=float(rng.uniform(1.0, 1.8)),
+        angle=float(np.deg2rad(rng.uniform(-max_rot, max_rot))),
+        rgb=rgb,
+        texture=random_texture(rng),
+        mark_strength=strength,
+        marking_frac=style.marking_frac,
+    )
 
 
 @dataclass

@@ -105,6 +105,8 @@ def _draw(
     for front, d in dis_specs:
         if front:
             owner[paint_object(img, d, yy, xx).body] = -1
-    instances = [Instance(category=s.category, spec=s, visible=owner == i, marking=m)
-                 for i, (s, m) in enumerate(zip(specs, markings))]  # fmt: skip
+    instances = [
+        Instance(category=s.category, spec=s, visible=owner == i, marking=m)
+        for i, (s, m) in enumerate(zip(specs, markings))
+    ]
     return img, instances

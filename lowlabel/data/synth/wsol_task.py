@@ -42,8 +42,14 @@ def _job(args: tuple) -> dict:
     save_jpeg(out / "images" / "ShapesWorld" / image_id, scene.image)
     h, w = scene.image.shape[:2]
     box = mask_bbox(inst.visible)
-    rec = {"image_id": image_id, "label": label, "size": (w, h), "box": box,
-           "marked": inst.spec.mark_strength > 0, "habitat": scene.habitat is not None}  # fmt: skip
+    rec = {
+        "image_id": image_id,
+        "label": label,
+        "size": (w, h),
+        "box": box,
+        "marked": inst.spec.mark_strength > 0,
+        "habitat": scene.habitat is not None,
+    }
     if split != "train":
         mask = inst.visible.astype(np.uint8) * 255
         save_gray_png(out / "masks" / split / f"{stem}_mask.png", mask)
@@ -84,6 +90,8 @@ def generate_wsol(cfg: WSOLConfig, out: Path, seed: int, workers: int) -> None:
         write_lines(
             out / "diagnostics" / split / "info.csv",
             ["image_id,label,marking_visible,habitat_background,marking_share"]
-            + [f"{r['image_id']},{r['label']},{int(r['marked'])},{int(r['habitat'])},{r['marking_share']:.4f}"
-               for r in recs],
-        )  # fmt: skip
+            + [
+                f"{r['image_id']},{r['label']},{int(r['marked'])},{int(r['habitat'])},{r['marking_share']:.4f}"
+                for r in recs
+            ],
+        )

@@ -1,0 +1,278 @@
+"""``lowlabel data check <format> <root>``: validate a dataset layout and name every bad file.
+
+Each checker returns a :class:`CheckReport` with counts, class names and one problem line per missing,
+corrupt or mismatched file. Images are fully decoded (so truncated files are found) unless ``fast=True``,
+which only checks that files exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lowlabel.data.io import load_index_png, load_rgb, parse_voc_objects, read_lines
+from lowlabel.errors import DataError
+
+FORMATS = ("wsol", "voc", "davis", "coco", "video", "domains")
+
+
+@dataclass
+class CheckReport:
+    format: str
+    root: Path
+    counts: dict[str, int] = field(default_factory=dict)
+    classes: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def lines(self, max_problems: int = 50) -> list[str]:
+        out = [f"{self.format} dataset at {self.root}"]
+        out += [f"  {k}: {v}" for k, v in self.counts.items()]
+        if self.classes:
+            out.append(f"  classes ({len(self.classes)}): {', '.join(self.classes)}")
+        for p in self.problems[:max_problems]:
+            out.append(f"problem: {p}")
+        if len(self.problems) > max_problems:
+            out.append(f"... and {len(self.problems) - max_problems} more problems")
+        out.append("OK" if self.ok else f"{len(self.problems)} problem(s) found")
+        return out
+
+
+def _image_hw(path: Path, fast: bool, report: CheckReport) -> tuple[int, int] | None:
+    """Decoded (H, W) of an image, or None after recording the problem."""
+    if not path.is_file():
+        report.problems.append(f"{path}: image file not found")
+        return None
+    try:
+        if fast:
+            with Image.open(path) as im:
+                return im.size[1], im.size[0]
+        arr = load_rgb(path)
+        return arr.shape[0], arr.shape[1]
+    except (DataError, OSError) as e:
+        report.problems.append(str(e) if isinstance(e, DataError) else f"{path}: unreadable image ({e})")
+        return None
+
+
+def _guard(report: CheckReport, fn: Callable[[], object]) -> object | None:
+    try:
+        return fn()
+    except DataError as e:
+        report.problems.append(str(e))
+        return None
+
+
+def check_wsol(root: Path, *, fast: bool = False, data_root: Path | None = None) -> CheckReport:
+    """``root`` holds ``metadata/<DS>/<split>/``.
+
+    Images are under ``data_root``, ``root/images/<DS>`` or ``root/dataset/<DS>``.
+    """
+    from lowlabel.data.wsol import WSOLDataset
+
+    rep = CheckReport("wsol", root)
+    splits = sorted(p for p in (root / "metadata").glob("*/*") if (p / "image_ids.txt").is_file())
+    if not splits:
+        rep.problems.append(f"{root / 'metadata'}: no <DS>/<split>/image_ids.txt found")
+    for meta in splits:
+        ds_name = meta.parent.name
+        base = data_root or next(
+            (c for c in (root / "images" / ds_name, root / "dataset" / ds_name) if c.is_dir()),
+            root / "images" / "ShapesWorld",
+        )
+        ds = _guard(rep, lambda m=meta, b=base: WSOLDataset(data_root=b, metadata_dir=m))
+        if ds is None:
+            continue
+        rep.counts[f"{ds_name}/{meta.name}"] = len(ds)
+        if ds.class_names and not rep.classes:
+            rep.classes = list(ds.class_names)
+        for image_id in ds.image_ids:
+            hw = _image_hw(ds.data_root / image_id, fast, rep)
+            if hw is not None and image_id in ds.sizes and ds.sizes[image_id] != hw:
+                rep.problems.append(
+                    f"{meta / 'image_sizes.txt'}: {image_id} listed as {ds.sizes[image_id]}, image is {hw}"
+                )
+            for box in ds.boxes.get(image_id, []):
+                if hw is not None and (box[0] < 0 or box[1] < 0 or box[2] >= hw[1] + 1 or box[3] >= hw[0] + 1):
+                    rep.problems.append(f"{meta / 'localization.txt'}: box {box} of {image_id} outside image {hw}")
+        if ds.masks:
+            for image_id, paths, ignore in _guard(rep, ds.mask_items) or []:
+                for p in [*paths, *([ignore] if ignore else [])]:
+                    if not p.is_file():
+                        rep.problems.append(f"{p}: mask file of {image_id} not found")
+    return rep
+
+
+def check_voc(root: Path, *, fast: bool = False) -> CheckReport:
+    from lowlabel.data.voc import VOC_CLASSES
+
+    rep = CheckReport("voc", root, classes=list(VOC_CLASSES))
+    seg_dir = root / "ImageSets" / "Segmentation"
+    lists = sorted(seg_dir.glob("*.txt")) if seg_dir.is_dir() else []
+    if not lists:
+        rep.problems.append(f"{seg_dir}: no split lists")
+    seen: set[str] = set()
+    for lst in lists:
+        ids = [line.split()[0] for line in read_lines(lst)]
+        rep.counts[f"Segmentation/{lst.stem}"] = len(ids)
+        needs_png = lst.stem in ("train", "val", "trainval")
+        for image_id in ids:
+            if image_id in seen and not needs_png:
+                continue
+            seen.add(image_id)
+            hw = _image_hw(root / "JPEGImages" / f"{image_id}.jpg", fast, rep)
+            xml = root / "Annotations" / f"{image_id}.xml"
+            _guard(rep, lambda x=xml: parse_voc_objects(x, list(VOC_CLASSES)))
+            png = root / "SegmentationClass" / f"{image_id}.png"
+            if not png.is_file() and (root / "SegmentationClassAug" / f"{image_id}.png").is_file():
+                png = root / "SegmentationClassAug" / f"{image_id}.png"
+            if needs_png or png.is_file():
+                m = _guard(rep, lambda p=png: load_index_png(p))
+                if m is None:
+                    continue
+                bad = np.setdiff1d(np.unique(m), np.r_[np.arange(len(VOC_CLASSES) + 1), 255])
+                if bad.size:
+                    rep.problems.append(f"{png}: unknown class index {int(bad[0])}")
+                if hw is not None and m.shape != hw:
+                    rep.problems.append(f"{png}: mask size {m.shape} differs from image size {hw}")
+    return rep
+
+
+def check_davis(root: Path, *, fast: bool = False, resolution: str = "480p") -> CheckReport:
+    rep = CheckReport("davis", root)
+    lists = sorted((root / "ImageSets" / "2017").glob("*.txt"))
+    if not lists:
+        rep.problems.append(f"{root / 'ImageSets' / '2017'}: no split lists")
+    for lst in lists:
+        seqs = read_lines(lst)
+        rep.counts[f"sequences/{lst.stem}"] = len(seqs)
+        n_frames = 0
+        for seq in seqs:
+            fdir, adir = root / "JPEGImages" / resolution / seq, root / "Annotations" / resolution / seq
+            frames = sorted(fdir.glob("*.jpg"))
+            if not frames:
+                rep.problems.append(f"{fdir}: sequence listed in {lst.name} has no frames")
+                continue
+            n_frames += len(frames)
+            first = adir / f"{frames[0].stem}.png"
+            if not first.is_file():
+                rep.problems.append(f"{first}: first-frame annotation missing")
+            for f in frames:
+                hw = _image_hw(f, fast, rep)
+                a = adir / f"{f.stem}.png"
+                if a.is_file() and hw is not None:
+                    m = _guard(rep, lambda p=a: load_index_png(p))
+                    if m is not None and m.shape != hw:
+                        rep.problems.append(f"{a}: annotation size {m.shape} differs from frame size {hw}")
+        rep.counts[f"frames/{lst.stem}"] = n_frames
+    return rep
+
+
+def check_video(root: Path, *, fast: bool = False) -> CheckReport:
+    from lowlabel.data.video import count_frames, list_videos
+
+    rep = CheckReport("video", root)
+    videos = _guard(rep, lambda: list_videos(root)) or []
+    rep.counts["videos"] = len(videos)
+    total = 0
+    for v in videos:
+        n = _guard(rep, lambda v=v: count_frames(v))
+        if n == 0:
+            rep.problems.append(f"{v}: no frames")
+        total += n or 0
+    rep.counts["frames"] = total
+    return rep
+
+
+def _check_coco_json(rep: CheckReport, ann: Path, image_dir: Path, fast: bool, label: str) -> None:
+    from lowlabel.data.coco import COCODetection
+
+    instances = "captions" not in ann.name
+    ds = _guard(
+        rep,
+        lambda: COCODetection(
+            image_dir=image_dir, ann_file=ann if instances else None, captions_file=None if instances else ann
+        ),
+    )
+    if ds is None:
+        return
+    rep.counts[f"{label} images"] = len(ds)
+    if instances:
+        rep.counts[f"{label} boxes"] = sum(len(v) for v in ds.annotations.values())
+        if not rep.classes:
+            rep.classes = list(ds.class_names)
+    for img_id in ds.ids:
+        info = ds.images[img_id]
+        hw = _image_hw(image_dir / info["file_name"], fast or not instances, rep)
+        if hw is not None and "height" in info and (int(info["height"]), int(info["width"])) != hw:
+            rep.problems.append(f"{ann}: image {img_id} listed as {info['height']}x{info['width']}, file is {hw}")
+        for a in ds.annotations[img_id]:
+            x, y, w, h = a["bbox"]
+            if hw is not None and (x < 0 or y < 0 or x + w > hw[1] + 0.5 or y + h > hw[0] + 0.5):
+                rep.problems.append(f"{ann}: annotation {a.get('id')} box {a['bbox']} outside image {img_id}")
+
+
+def check_coco(root: Path, *, fast: bool = False) -> CheckReport:
+    """``root`` holds ``annotations/{instances,captions}_<split>.json`` and image folders ``<split>[2017]/``."""
+    rep = CheckReport("coco", root)
+    anns = sorted((root / "annotations").glob("*.json"))
+    if not anns:
+        rep.problems.append(f"{root / 'annotations'}: no JSON files")
+    for ann in anns:
+        if not ann.name.startswith(("instances_", "captions_")):
+            continue
+        split = ann.stem.split("_", 1)[1]
+        cands = [root / split, root / f"{split}2017", root / split.replace("2017", "")]
+        image_dir = next((c for c in cands if c.is_dir()), cands[0])
+        _check_coco_json(rep, ann, image_dir, fast, ann.stem)
+    split_file = root / "annotations" / "ovd_split.json"
+    if split_file.is_file():
+        from lowlabel.data.coco import load_ovd_split
+
+        sp = _guard(rep, lambda: load_ovd_split(split_file))
+        if sp:
+            rep.counts["base categories"], rep.counts["novel categories"] = len(sp["base"]), len(sp["novel"])
+    return rep
+
+
+def check_domains(root: Path, *, fast: bool = False) -> CheckReport:
+    """CUT-style ``trainA/ trainB/ testA/ testB/`` with optional ``annotations/<split>.json``."""
+    rep = CheckReport("domains", root)
+    for split in ("trainA", "trainB", "testA", "testB"):
+        d = root / split
+        if not d.is_dir():
+            rep.problems.append(f"{d}: folder not found")
+            continue
+        ann = root / "annotations" / f"{split}.json"
+        if ann.is_file():
+            _check_coco_json(rep, ann, d, fast, split)
+        else:
+            files = [p for p in sorted(d.iterdir()) if p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+            rep.counts[f"{split} images"] = len(files)
+            for p in files:
+                _image_hw(p, fast, rep)
+    return rep
+
+
+def check(fmt: str, root: str | Path, *, fast: bool = False) -> CheckReport:
+    """Run the checker of ``fmt`` (one of :data:`FORMATS`) on ``root``."""
+    root = Path(root)
+    if fmt not in FORMATS:
+        raise DataError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if not root.is_dir():
+        raise DataError(f"{root}: dataset root not found")
+    fns: dict[str, Callable[..., CheckReport]] = {
+        "wsol": check_wsol,
+        "voc": check_voc,
+        "davis": check_davis,
+        "coco": check_coco,
+        "video": check_video,
+        "domains": check_domains,
+    }
+    return fns[fmt](root, fast=fast)
