@@ -27,6 +27,8 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "predict": "predict",
     "data": "data",
+    "report": "report",
+    "demo": "demo",
 }
 
 

@@ -6,14 +6,28 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-MAX_CURVES = 12  # subplots per figure; further keys are left out (they stay in logs/metrics.csv)
+MAX_CURVES = 9  # subplots per figure; further keys are left out (they stay in logs/metrics.csv)
 NCOLS = 3
 
 
 def curve_order(keys: Sequence[str]) -> list[str]:
-    """Loss keys first, then the other keys, each sorted alphabetically."""
-    losses = sorted(k for k in set(keys) if "loss" in k.lower())
-    return losses + sorted(k for k in set(keys) if "loss" not in k.lower())
+    """Losses, then training terms, then headline metrics (``val/MaxBoxAccV2``, ...), then the rest.
+
+    Within each part keys are sorted; headline metrics follow :data:`HEADLINE_METRICS` order.
+    """
+    from lowlabel.report.comparisons import HEADLINE_METRICS
+
+    def rank(key: str) -> tuple[int, int, str]:
+        name = key.rsplit("/", 1)[-1]
+        if "loss" in key.lower():
+            return (0, 0, key)
+        if key.startswith("train/"):
+            return (1, 0, key)
+        if name in HEADLINE_METRICS:
+            return (2, HEADLINE_METRICS.index(name), key)
+        return (3, 0, key)
+
+    return sorted(set(keys), key=rank)
 
 
 def plot_curves(

@@ -22,6 +22,7 @@ from lowlabel.report.runs import Run, expand_run_dirs, group_runs, load_run
 from lowlabel.report.samples import NUM_FIXED, load_sample, safe_name
 from lowlabel.report.tables import headline_table, per_class_tables, summary_markdown, summary_table
 
+TILE_DISPLAY = 170  # CSS pixels of a panel tile's long side, so a method and its baseline fit side by side
 CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'"
 CSS = """
 body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;margin:1.5em auto;max-width:1400px;padding:0 1em;
@@ -115,7 +116,10 @@ def write_report(
 
 
 def _summary_section(comp: Comparison) -> str:
-    return f'<h3>{escape(comp.title)}</h3><div class="scroll">{summary_table(comp)}</div>'
+    """Headline metrics, with every metric of ``metrics.json`` folded away below when there are more."""
+    head, full = summary_table(comp, headline_only=True), summary_table(comp)
+    more = f"<details><summary>all metrics</summary>{full}</details>" if full != head else ""
+    return f'<h3>{escape(comp.title)}</h3><div class="scroll">{head}{more}</div>'
 
 
 def _per_class_section(comp: Comparison) -> str:
@@ -172,17 +176,19 @@ def _panel_figure(run: Run, image_id: str, assets: _Assets, *, label: str) -> st
 
 
 def _panel_html(panel: Panel, assets: _Assets, *, stem: str) -> str:
-    tiles = "".join(
-        f'<div class="tile"><img src="{escape(assets.image(f"{stem}-{t.title}", t.image))}" '
-        f'width="{t.image.shape[1]}" height="{t.image.shape[0]}" alt="{escape(t.title)}">{escape(t.title)}</div>'
-        for t in panel.tiles
-    )
+    tiles = []
+    for t in panel.tiles:
+        h, w = t.image.shape[:2]
+        shown = min(1.0, TILE_DISPLAY / max(h, w))  # CSS size; the PNG keeps every pixel
+        src = escape(assets.image(f"{stem}-{t.title}", t.image))
+        tiles.append(f'<div class="tile"><img src="{src}" width="{round(w * shown)}" height="{round(h * shown)}" '
+                     f'alt="{escape(t.title)}">{escape(t.title)}</div>')
     legend = "".join(
         f'<span><span class="swatch" style="background:rgb({r},{g},{b})"></span>{escape(name)}</span>'
         for name, (r, g, b) in panel.legend
     )
     legend_html = f'<div class="legend">{legend}</div>' if legend else ""
-    return f'<div class="tiles">{tiles}</div>{legend_html}<figcaption>{escape(panel.caption)}</figcaption>'
+    return f'<div class="tiles">{"".join(tiles)}</div>{legend_html}<figcaption>{escape(panel.caption)}</figcaption>'
 
 
 def _common_sample_ids(runs: Sequence[Run]) -> list[str]:

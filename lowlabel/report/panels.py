@@ -140,7 +140,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, color: RGB, *, scale: int =
     """Outline ``boxes`` (N, 4) xyxy inclusive pixels of an image upscaled by ``scale`` (already multiplied)."""
     pil = Image.fromarray(image)
     draw = ImageDraw.Draw(pil)
-    width = max(1, scale // 2)
+    width = max(2, scale // 2)  # the page shows tiles at ~170 CSS px, so 1-px lines would vanish
     for x0, y0, x1, y1 in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
         # An inclusive corner x1 of the original image ends at the last upscaled pixel of that column.
         draw.rectangle([x0, y0, x1 + scale - 1, y1 + scale - 1], outline=color, width=width)

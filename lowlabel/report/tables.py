@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
 
-from lowlabel.report.comparisons import Comparison, lower_is_better, metric_order
+from lowlabel.report.comparisons import HEADLINE_METRICS, Comparison, lower_is_better, metric_order
 from lowlabel.report.runs import RunGroup
 
 
@@ -48,10 +48,18 @@ def best_indices(stats: Sequence[Stat | None], *, lower: bool) -> set[int]:
     return {i for i, m in present if m == target}
 
 
-def summary_table(comparison: Comparison) -> str:
+def table_keys(comparison: Comparison, *, headline_only: bool) -> list[str]:
+    """The metric columns: every key in display order, or only the headline ones (all keys when none is one)."""
+    keys = metric_order(sorted({k for g in comparison.groups for r in g.runs for k in r.metrics}))
+    if headline_only:
+        return [k for k in keys if k in HEADLINE_METRICS] or keys
+    return keys
+
+
+def summary_table(comparison: Comparison, *, headline_only: bool = False) -> str:
     """One row per run group (baseline first), one column per metric; the best value of each column in bold."""
     groups = comparison.groups
-    keys = metric_order(sorted({k for g in groups for r in g.runs for k in r.metrics}))
+    keys = table_keys(comparison, headline_only=headline_only)
     stats = {k: [Stat.of(g.values(k)) for g in groups] for k in keys}
     best = {k: best_indices(stats[k], lower=lower_is_better(k)) for k in keys}
     head = "".join(f"<th>{escape(k)}</th>" for k in keys)
@@ -149,11 +157,11 @@ def headline_table(comparisons: Sequence[Comparison]) -> str:
 
 
 def summary_markdown(comparisons: Sequence[Comparison]) -> str:
-    """The summary tables as Markdown (for a README): one table per comparison, best value in bold."""
+    """The headline summary tables as Markdown (for a README): one table per comparison, best value in bold."""
     parts = []
     for comp in comparisons:
         groups = comp.groups
-        keys = metric_order(sorted({k for g in groups for r in g.runs for k in r.metrics}))
+        keys = table_keys(comp, headline_only=True)
         stats = {k: [Stat.of(g.values(k)) for g in groups] for k in keys}
         best = {k: best_indices(stats[k], lower=lower_is_better(k)) for k in keys}
         lines = [f"**{_md(comp.title)}**", "", "| run | " + " | ".join(_md(k) for k in keys) + " |",
