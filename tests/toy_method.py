@@ -15,6 +15,7 @@ or run ``python tests/toy_cli.py ...`` in a subprocess.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,8 @@ class ToyData:
     dropout: float = 0.0
     two_optimizers: bool = False
     nan_at_step: int = -1  # step at which the loss becomes NaN (-1 = never)
+    step_sleep: float = 0.0  # seconds per training step (gives kill tests time to strike)
+    dump_dir: str = ""  # if set, every rank saves its final weights to <dump_dir>/rank<r>.pt (DDP test)
     data_seed: int = 123
 
 
@@ -99,6 +102,8 @@ class Toy:
 
     def training_step(self, nets: Mapping[str, nn.Module], batch: dict[str, torch.Tensor], step: int) -> StepOutput:
         self.seen.extend(batch["index"].tolist())
+        if self.config.data.step_sleep:
+            time.sleep(self.config.data.step_sleep)
         loss = nn.functional.mse_loss(self.forward(nets, batch["x"]), batch["y"])
         if step == self.config.data.nan_at_step:
             loss = loss * float("nan")
@@ -107,6 +112,10 @@ class Toy:
 
     def after_optimizer_step(self, nets: Mapping[str, nn.Module], step: int) -> None:
         self.ema_updates += 1
+        if self.config.data.dump_dir and step == self.config.trainer.max_steps - 1:
+            rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+            states = {name: net.state_dict() for name, net in self._nets.items()}
+            torch.save(states, Path(self.config.data.dump_dir) / f"rank{rank}.pt")
 
     def state_dict(self) -> dict[str, int]:
         return {"ema_updates": self.ema_updates}

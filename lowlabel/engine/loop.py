@@ -150,7 +150,7 @@ class _Loop:
             start = state.batch_in_epoch * self.tcfg.batch_size
             if start >= self.sampler.shard_size:
                 state.epoch, state.batch_in_epoch, start = state.epoch + 1, 0, 0
-            self.sampler.set_epoch(state.epoch, start)
+            self.sampler.seek(state.epoch, start)
             self.loader_gen.manual_seed((self.tcfg.seed * 1_000_003 + state.epoch) * 1009 + self.fabric.global_rank)
             for batch in self.loader:
                 state.batch_in_epoch += 1

@@ -45,8 +45,12 @@ class ResumableSampler(Sampler[int]):
         """Samples per rank per epoch."""
         return math.ceil(self.num_samples / self.world_size)
 
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """Select ``epoch``'s permutation and skip this rank's first ``start`` samples."""
+    def seek(self, epoch: int, start: int = 0) -> None:
+        """Select ``epoch``'s permutation and skip this rank's first ``start`` samples.
+
+        (Not named ``set_epoch``: Fabric's dataloader wrapper calls ``set_epoch(number of iter() calls)``
+        on samplers that have it, which would undo a resume.)
+        """
         self.epoch = epoch
         self.start = start
 
