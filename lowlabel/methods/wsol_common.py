@@ -225,6 +225,7 @@ def predict_folder(model: CAMNet, inputs: Path, out: Path, *, crop_size: int, th
     files = [inputs] if inputs.is_file() else sorted(p for p in inputs.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise UserError(f"--input {inputs}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    out.mkdir(parents=True, exist_ok=True)
     device = next(model.parameters()).device
     tf = wsol_eval(size=crop_size)
     results = []
@@ -239,7 +240,8 @@ def predict_folder(model: CAMNet, inputs: Path, out: Path, *, crop_size: int, th
         overlay = _overlay(image, heat)
         name = path.relative_to(inputs).with_suffix("") if path != inputs else Path(path.stem)
         target = out / f"{str(name).replace('/', '_')}_cam.png"
-        cv2.imwrite(str(target), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR))
+        if not cv2.imwrite(str(target), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
+            raise OSError(f"could not write {target}")
         score = float(torch.softmax(logits, dim=1)[0, pred])
         results.append({"image": str(path), "class": pred, "class_name": class_names[pred] if class_names else None,
                         "score": score, "boxes": np.asarray(boxes).reshape(-1, 4).astype(int).tolist(),
