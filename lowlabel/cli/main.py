@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "predict": "predict",
     "data": "data",
+    "score": "score",
     "report": "report",
     "demo": "demo",
 }
