@@ -33,15 +33,23 @@ class MLCAMConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     infer: wsss.InferConfig = field(default_factory=wsss.InferConfig)
     threshold_split: str = "val"  # split on which the background threshold is searched (VOC convention)
-    thresholds: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(1, 20))  # 0.05 .. 0.95
+    # background thresholds tried: (first, last, step); IRN/SIPE eval_cam.py sweep 0.05 .. 0.95 by 0.01
+    threshold_range: tuple[float, float, float] = (0.05, 0.95, 0.01)
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(batch_size=16, eval_split="train"))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         lr=0.1, momentum=1e-4, weight_decay=1e-4, schedule="poly", power=0.9, grad_clip=1.0))
     lr_mult: float = 10.0
 
     def __post_init__(self) -> None:
-        if not self.thresholds or not all(0.0 < t < 1.0 for t in self.thresholds):
-            raise ValueError(f"thresholds must lie in (0, 1), got {self.thresholds}")
+        first, last, step = self.threshold_range
+        if not (0.0 < first <= last < 1.0 and step > 0):
+            raise ValueError(f"threshold_range must be (first, last, step) with 0 < first <= last < 1, "
+                             f"got {self.threshold_range}")
+
+    @property
+    def thresholds(self) -> list[float]:
+        first, last, step = self.threshold_range
+        return [round(first + i * step, 6) for i in range(int(round((last - first) / step)) + 1)]
 
 
 CONFIG = MLCAMConfig
@@ -92,25 +100,25 @@ class MLCAM:
 
     def find_threshold(self, model: nn.Module) -> float:
         """The background score that maximises seed mIoU on ``threshold_split`` (scoring suite search)."""
-        from lowlabel.metrics.semseg import best_background_threshold
+        from lowlabel.metrics.semseg import BackgroundThresholdSearch
 
-        ds = self.data.split(self.config.threshold_split)
+        split = self.config.threshold_split
+        ds = self.data.split(split)
         n = len(ds) if self.config.infer.max_images <= 0 else min(self.config.infer.max_images, len(ds))
-        cams, gts, labels = [], [], []
+        search = BackgroundThresholdSearch(self.num_classes + 1, thresholds=self.config.thresholds)
+        scored = 0
         for i in range(n):
             s = ds[i]
             if s.get("mask") is None:
                 continue
-            where = f"{self.data.root} split {self.config.threshold_split}"
-            lab = wsss.check_labels(s["labels"], str(s["image_id"]), where)
-            cam, _ = self.cam_maps(model, wsss.normalize_image(torch.as_tensor(s["image"])), lab)
-            cams.append(cam.cpu().numpy())
-            gts.append(np.asarray(s["mask"], dtype=np.uint8).reshape(cam.shape[1:]))
-            labels.append(lab.cpu().numpy())
-        if not cams:
-            raise ValueError(f"split {self.config.threshold_split!r} of {self.data.root} has no GT masks; "
+            lab = wsss.check_labels(s["labels"], str(s["image_id"]), f"{self.data.root} split {split}")
+            cam, _ = self.cam_maps(model, wsss.normalize_image(s["image"]), lab)
+            search.update(cam.cpu().numpy(), np.asarray(s["mask"], dtype=np.int64), lab.cpu().numpy())
+            scored += 1
+        if not scored:
+            raise ValueError(f"split {split!r} of {self.data.root} has no GT masks; "
                              "the background threshold search needs them (set threshold_split)")
-        return best_threshold_value(best_background_threshold(cams, gts, labels, list(self.config.thresholds)))
+        return float(search.compute()["threshold"])
 
     def evaluate(self, nets: Mapping[str, nn.Module], split: str, out_dir: Path) -> EvalResult:
         model = nets["model"]
@@ -129,6 +137,13 @@ class MLCAM:
         finally:
             model.train()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The background threshold found at the last evaluation (saved in checkpoints for ``predict``)."""
+        return {"threshold": self.threshold}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.threshold = state.get("threshold")
+
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
         model = nets["model"]
         model.eval()
@@ -139,17 +154,6 @@ class MLCAM:
             return torch.cat([torch.full_like(cam[:1], t), cam]), feats
 
         wsss.predict_folder(model, score, Path(inputs), Path(out), self.config.infer)
-
-
-def best_threshold_value(found: Any) -> float:
-    """The threshold out of ``best_background_threshold``'s result (a number, a tuple or a dict)."""
-    if isinstance(found, dict):
-        for key in ("threshold", "best_threshold", "t"):
-            if key in found:
-                return float(found[key])
-    if isinstance(found, tuple | list):
-        return float(found[0])
-    return float(found)
 
 
 def build(cfg: MLCAMConfig) -> MLCAM:

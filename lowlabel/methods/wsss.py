@@ -35,6 +35,7 @@ class DataConfig:
     train_split: str = "train"  # ImageSets/Segmentation/<split>.txt (VOC12: train_aug with SBD labels)
     label_list: str = ""  # optional SBD-style cls_labels.npy / label file instead of the XMLs
     classes: str = "voc"  # class names: "voc" (20), "coco" (80) or a text file with one name per line
+    with_xml: bool = True  # read Annotations/<id>.xml (labels when no label_list; GT boxes for CorLoc)
     crop: int = 512  # official crop
     long_side: tuple[int, int] = (320, 640)  # random resize of the long side (official: 320..640)
 
@@ -74,7 +75,8 @@ def open_voc(cfg: DataConfig, split: str) -> Any:
     """The ``VOCSegmentation`` reader of ``split`` (no transforms)."""
     from lowlabel.data.voc import VOCSegmentation
 
-    kwargs: dict[str, Any] = {"root": resolve_voc_root(cfg.root), "split": split, "class_names": class_names(cfg)}
+    kwargs: dict[str, Any] = {"root": resolve_voc_root(cfg.root), "split": split, "class_names": class_names(cfg),
+                              "with_xml": cfg.with_xml}
     if cfg.label_list:
         kwargs["label_list"] = cfg.label_list
     ds = VOCSegmentation(**kwargs)
@@ -330,10 +332,9 @@ class _WorstKeeper:
 
 def image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
     """mIoU of one image (classes absent from both prediction and GT are skipped), via the scoring suite."""
-    from lowlabel.metrics.semseg import confusion_matrix, iou_from_confusion
+    from lowlabel.metrics.semseg import confusion_matrix, miou_from_confusion
 
-    iou = np.asarray(iou_from_confusion(confusion_matrix(pred, gt, num_classes)), dtype=np.float64)
-    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+    return miou_from_confusion(confusion_matrix(pred, gt, num_classes))
 
 
 def evaluate_maps(score_fn: ScoreFn, data: WSSSData, split: str, out_dir: Path, cfg: InferConfig) -> EvalResult:
@@ -353,7 +354,7 @@ def evaluate_maps(score_fn: ScoreFn, data: WSSSData, split: str, out_dir: Path, 
     fixed = set(sorted(_image_ids(ds, n))[: cfg.num_fixed_samples])
     worst = _WorstKeeper(cfg.num_worst_samples)
     per_image: dict[str, float] = {}
-    boxes = CorLocAccumulator(data.num_classes)
+    boxes = CorLocAccumulator(data.class_names)
     for i in range(n):
         s = ds[i]
         r = _seed_and_pseudo(score_fn, s, f"{data.root} split {split}", cfg, out_dir)
@@ -411,41 +412,50 @@ def _save(out_dir: Path, image_id: str, payload: dict[str, Any], names: list[str
 
 def _result(seed: dict[str, Any], pseudo: dict[str, Any], corloc: dict[str, Any], names: list[str],
             scored: bool) -> EvalResult:
-    metrics: dict[str, float] = {"CorLoc": float(corloc.get("CorLoc", float("nan")))}
+    metrics: dict[str, float] = {}
     per_class: dict[str, dict[str, float | None]] = {}
+    if corloc:
+        metrics["CorLoc"] = float(corloc["CorLoc"])
+        per_class["CorLoc"] = dict(corloc["per_class"])
     if scored:
         metrics["mIoU"] = float(seed["mIoU"])
         metrics["pseudo_mIoU"] = float(pseudo["mIoU"])
         per_class["IoU"] = _per_class(names, seed["IoU"])
         per_class["pseudo_IoU"] = _per_class(names, pseudo["IoU"])
-    return EvalResult(metrics=metrics, per_class=per_class, monitor="mIoU" if scored else "CorLoc")
+    return EvalResult(metrics=metrics, per_class=per_class, monitor="mIoU" if scored else ("CorLoc" if corloc else ""))
 
 
 class CorLocAccumulator:
-    """Collects the top box per (image, present class) and the GT boxes, then scores CorLoc."""
+    """Collects the top box per (image, present class) and the GT boxes, then scores CorLoc with the suite.
 
-    def __init__(self, num_classes: int) -> None:
-        self.num_classes = num_classes
-        self.dets: dict[int, list[tuple[str, float, list[float]]]] = {}
-        self.gts: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    The top box of a class is the bounding box of its largest connected region in the pseudo mask, scored by
+    the mean refined score inside that region (one box per image and class, as PCL/OICR files hold).
+    """
+
+    def __init__(self, class_names: list[str]) -> None:
+        self.names = class_names
+        self.dets: dict[str, list[tuple[str, float, list[float]]]] = {}
+        self.gts: dict[str, dict[str, np.ndarray]] = {}
 
     def add(self, image_id: str, ids: np.ndarray, scores: np.ndarray, labels: Tensor, gt_boxes: Any,
             gt_labels: Any) -> None:
-        if gt_boxes is None or gt_labels is None:
+        if gt_boxes is None or gt_labels is None or len(gt_labels) == 0:
             return
-        self.gts[image_id] = (np.asarray(gt_boxes, dtype=np.float64).reshape(-1, 4),
-                              np.asarray(gt_labels, dtype=np.int64).reshape(-1))
+        boxes = np.asarray(torch.as_tensor(gt_boxes).as_subclass(torch.Tensor), dtype=np.float64).reshape(-1, 4)
+        box_labels = np.asarray(gt_labels, dtype=np.int64).reshape(-1)
+        for k in np.unique(box_labels).tolist():
+            self.gts.setdefault(self.names[k], {})[image_id] = boxes[box_labels == k]
         for k in torch.nonzero(labels > 0).flatten().tolist():
             found = top_box(ids, k + 1, scores[k + 1])
             if found is not None:
-                self.dets.setdefault(k, []).append((image_id, found[1], found[0]))
+                self.dets.setdefault(self.names[k], []).append((image_id, found[1], found[0]))
 
     def compute(self) -> dict[str, Any]:
         if not self.gts:
             return {}
         from lowlabel.metrics.corloc import corloc
 
-        return corloc(self.dets, self.gts, num_classes=self.num_classes)
+        return corloc(self.dets, self.gts)
 
 
 def predict_folder(model: nn.Module, score_fn: ScoreFn, inputs: Path, out: Path, cfg: InferConfig) -> None:

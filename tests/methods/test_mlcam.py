@@ -20,7 +20,7 @@ def small_config(root: Path) -> mlcam.MLCAMConfig:
         data=wsss.DataConfig(root=str(root), train_split="train", crop=32, long_side=(32, 48)),
         model=sipe.ModelConfig(backbone="resnet_small", frozen_bn=False, freeze_stem=False, detach_stage=0),
         infer=wsss.InferConfig(scales=(1.0, 0.5), num_fixed_samples=2, num_worst_samples=1),
-        thresholds=(0.2, 0.5, 0.8),
+        threshold_range=(0.2, 0.8, 0.3),
         trainer=TrainerConfig(max_steps=2, batch_size=2, eval_split="train", log_every=1),
     )
 
@@ -51,9 +51,3 @@ def test_cam_maps_are_normalised_and_zero_for_absent_classes(tmp_path: Path) -> 
     assert float(cams[absent].abs().sum()) == 0.0
     for k in torch.nonzero(labels).flatten():
         assert float(cams[k].max()) == pytest.approx(1.0, abs=1e-3)  # each present class is max-normalised
-
-
-def test_threshold_value_accepts_the_suites_result_shapes() -> None:
-    assert mlcam.best_threshold_value(0.3) == 0.3
-    assert mlcam.best_threshold_value((0.25, 61.0)) == 0.25
-    assert mlcam.best_threshold_value({"threshold": 0.4, "mIoU": 50.0}) == 0.4

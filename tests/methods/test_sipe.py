@@ -117,3 +117,35 @@ def test_predict_writes_seeds_pseudo_masks_and_overlays(tmp_path: Path) -> None:
     assert seed.shape == (40, 48) and seed.dtype == np.uint8
     assert (out / "pseudo" / "2007_train000.png").is_file()
     assert (out / "overlays" / "2007_train000_seed.png").is_file()
+
+
+def run_cli(*argv: str) -> None:
+    from lowlabel.cli.main import main
+
+    assert main(list(argv)) == 0
+
+
+def test_train_evaluate_predict_through_the_engine_and_cli(tmp_path: Path) -> None:
+    from lowlabel.engine.config import dump_yaml
+    from lowlabel.report.samples import load_sample, read_per_image
+
+    root = write_fake_voc(tmp_path / "voc", num_train=3, num_val=2, num_aug=0)
+    cfg = small_config(root)
+    cfg.trainer.accelerator = "cpu"
+    (tmp_path / "cfg.yaml").write_text(dump_yaml(cfg))
+    run = tmp_path / "run"
+    run_cli("train", "sipe", "--config", str(tmp_path / "cfg.yaml"), "--run-dir", str(run), "--no-progress")
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    run_cli("evaluate", "sipe", "--ckpt", str(run), "--split", "val")
+    metrics = __import__("json").loads((run / "metrics.json").read_text())
+    assert {"mIoU", "pseudo_mIoU", "CorLoc"} <= set(metrics) and metrics["split"] == "val"
+    assert 0.0 <= metrics["mIoU"] <= 100.0
+    folder = run / "eval" / "val"
+    assert set(read_per_image(folder / "per_image.csv")) == {"2007_val000", "2007_val001"}
+    seed = np.array(__import__("PIL.Image", fromlist=["Image"]).open(folder / "seeds" / "2007_val000.png"))
+    assert seed.shape == (40, 48) and (folder / "pseudo" / "2007_val001.png").is_file()
+    sample = load_sample(next((folder / "samples").glob("*.npz")))
+    assert sample["kind"] == "segmentation" and sample["seed"].shape == sample["gt"].shape == (40, 48)
+    assert list(sample["class_names"][:2]) == ["background", "aeroplane"]
+    run_cli("predict", "sipe", "--ckpt", str(run), "--input", str(root / "JPEGImages"), "--out", str(tmp_path / "p"))
+    assert len(list((tmp_path / "p" / "overlays").glob("*_pseudo.png"))) == 5
