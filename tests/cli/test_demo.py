@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import subprocess
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -130,3 +131,19 @@ def test_estimated_total_uses_plan() -> None:
     assert p.estimated_total(3.0) == pytest.approx(3.0 + 7.0 + 105.0, abs=0.1)
     p.index = 1
     assert p.estimated_total(150.0) == pytest.approx(3.0 + 0.0 + 5.0, abs=0.1)  # overrun: current counts 0
+
+
+def test_terminal_status_line_is_redrawn() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    p = demo.DemoProgress(stream=stream)
+    p.plan([1.0, 1.0])
+    with p.stage("train", "cam"):
+        time.sleep(1.3)
+    text = stream.getvalue()
+    assert text.count("\r\033[K[1/2] train cam") >= 2  # drawn at start and redrawn after a second
+    assert text.endswith("· took 0:01\n")
+    assert p.index == 1
