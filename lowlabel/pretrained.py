@@ -1,0 +1,136 @@
+"""Weights out and in: ``save_pretrained`` writes ``model.safetensors`` + ``config.json``; ``from_pretrained``
+rebuilds the method from them, offline.
+
+``model.safetensors`` keys are ``<network>/<parameter name>`` (``model/backbone.conv1.weight``);
+``config.json`` is ``{"format": "lowlabel-pretrained", "version": 1, "method": name, "config": {...},
+"networks": [...], "lowlabel_version": ...}``. Pickled ``.pth`` files (authors' checkpoints) are only
+read with ``trust_pickle=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lowlabel.engine.run import LoadedMethod
+from lowlabel.errors import UserError
+
+FORMAT = "lowlabel-pretrained"
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def save_pretrained(method_or_nets: Any, out_dir: str | Path, *, nets: Mapping[str, nn.Module] | None = None) -> Path:
+    """Write ``out_dir/model.safetensors`` and ``out_dir/config.json``.
+
+    Args:
+        method_or_nets: a method (its ``name``, ``config`` and networks are saved) or a mapping of
+            network name -> module (weights only; ``from_pretrained`` then needs the method and config).
+        out_dir: folder to create.
+        nets: the method's networks, if already obtained (``method.networks()`` is called otherwise).
+
+    Returns:
+        ``out_dir``.
+    """
+    from safetensors.torch import save_file
+
+    from lowlabel import __version__
+    from lowlabel.engine.config import config_to_dict
+
+    if isinstance(method_or_nets, Mapping):
+        method, modules = None, dict(method_or_nets)
+    else:
+        method, modules = method_or_nets, dict(nets if nets is not None else method_or_nets.networks())
+    tensors = {}
+    for name, net in modules.items():
+        if "/" in name:
+            raise ValueError(f"network name {name!r} must not contain '/'")
+        for key, value in net.state_dict().items():
+            tensors[f"{name}/{key}"] = value.detach().cpu().contiguous().clone()  # clone: no shared storage
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(out / WEIGHTS), metadata={"format": FORMAT})
+    meta = {
+        "format": FORMAT, "version": 1, "lowlabel_version": __version__,
+        "method": getattr(method, "name", None), "config": config_to_dict(method.config) if method else None,
+        "networks": list(modules),
+    }
+    (out / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
+    return out
+
+
+def load_weights(path: str | Path, *, trust_pickle: bool = False) -> dict[str, dict[str, torch.Tensor]]:
+    """``{network: state_dict}`` from a pretrained folder / ``.safetensors`` file, or a ``.pth``/``.ckpt`` file.
+
+    A ``.pth`` holding one state dict comes back as ``{"": state_dict}``.
+    """
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"weights not found: {path}")
+    if path.suffix == ".safetensors":
+        nets: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in load_file(str(path)).items():
+            name, _, param = key.partition("/")
+            nets.setdefault(name, {})[param] = value
+        return nets
+    from lowlabel.engine.checkpoint import FORMAT as CKPT_FORMAT
+    from lowlabel.engine.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path, trust_pickle=trust_pickle)
+    if isinstance(state, dict) and state.get("format") == CKPT_FORMAT:
+        return dict(state["nets"])
+    if isinstance(state, Mapping):
+        for key in ("state_dict", "model", "net"):
+            if isinstance(state.get(key), Mapping):
+                state = state[key]
+                break
+    if not isinstance(state, Mapping):
+        raise UserError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return {"": {k.removeprefix("module."): v for k, v in state.items()}}
+
+
+def from_pretrained(path: str | Path, *, method_name: str | None = None, config: Any = None) -> LoadedMethod:
+    """Rebuild a method from a ``save_pretrained`` folder (offline) and load its weights.
+
+    Args:
+        path: the folder holding ``config.json`` and ``model.safetensors``.
+        method_name: expected method (``UserError`` if the folder holds another); required when the
+            folder was saved from bare networks.
+        config: method config overriding the saved one (required for bare networks).
+    """
+    from lowlabel.engine.config import config_from_dict
+    from lowlabel.engine.loop import load_nets
+    from lowlabel.methods import method_module
+
+    folder = Path(path)
+    meta_path = folder / CONFIG
+    if not meta_path.is_file():
+        raise FileNotFoundError(f"{folder}: no {CONFIG}; not a save_pretrained folder")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != FORMAT:
+        raise UserError(f"{meta_path}: not a lowlabel pretrained config (format {meta.get('format')!r})")
+    name = meta.get("method") or method_name
+    if name is None:
+        raise UserError(f"{meta_path}: saved from bare networks; pass method_name= and config=")
+    if method_name is not None and name != method_name:
+        raise UserError(f"{folder}: weights of method {name!r}, not {method_name!r}")
+    module = method_module(name)
+    if config is None:
+        if meta.get("config") is None:
+            raise UserError(f"{meta_path}: no saved config; pass config=")
+        config = config_from_dict(module.CONFIG, meta["config"], source=str(meta_path))
+    method = module.build(config)
+    nets = dict(method.networks())
+    load_nets(nets, load_weights(folder), source=folder / WEIGHTS)
+    for net in nets.values():
+        net.eval()
+    return LoadedMethod(method=method, nets=nets, run_dir=None, ckpt_path=folder / WEIGHTS)
