@@ -55,8 +55,8 @@ class FakeRunner:
 
 
 def test_discover_orders_baselines_first(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("lowlabel.methods.METHODS", {"da_wsol": "x", "cam": "y", "sipe": "z", "nocfg": "w"})
-    configs = write_configs(tmp_path / "configs", ["da_wsol", "cam", "sipe"])
+    monkeypatch.setattr("lowlabel.methods.METHODS", {"da_wsol": "x", "cam": "y", "sipe": "z", "nocfg": "w", "seg": "v"})
+    configs = write_configs(tmp_path / "configs", ["da_wsol", "cam", "sipe", "seg"])
     runs = discover_runs(tmp_path / "out", configs_dir=configs)
     assert [r.method for r in runs] == ["cam", "da_wsol", "sipe"]
     assert runs[0].run_dir == tmp_path / "out" / "cam"
