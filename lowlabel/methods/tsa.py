@@ -50,19 +50,25 @@ def batched_kmeans(x: torch.Tensor, init: torch.Tensor, *, max_iter: int = 300,
     """
     x = x.detach()
     centers = init.detach().to(x.dtype).clone()
-    k = centers.shape[1]
-    tols = x.var(dim=1, unbiased=False).mean(dim=1) * tol  # (B,)
-    active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
-    prev = torch.full(x.shape[:2], -1, dtype=torch.long, device=x.device)
+    b, n, k = x.shape[0], x.shape[1], centers.shape[1]
+    xt = x.transpose(1, 2).contiguous()  # (B, D, N): centres @ xt is the fast bmm layout for K = 3
+    flat = x.reshape(b * n, -1)  # (B*N, D)
+    offsets = (torch.arange(b, device=x.device) * k)[:, None]  # (B, 1): cluster j of image i -> row i*K + j
+    x_sq = torch.linalg.vector_norm(x, dim=2).square()  # (B, N), computed once
+    variance = (x_sq.mean(dim=1) - x.mean(dim=1).square().sum(dim=1)) / x.shape[2]  # mean over D of var
+    tols = variance.clamp_min(0.0) * tol  # (B,)
+    active = torch.ones(b, dtype=torch.bool, device=x.device)
+    prev = torch.full((b, n), -1, dtype=torch.long, device=x.device)
     for _ in range(max_iter):
-        dist = torch.cdist(x, centers)  # (B, N, K)
-        labels = dist.argmin(dim=2)  # (B, N)
-        onehot = torch.nn.functional.one_hot(labels, k).to(x.dtype)  # (B, N, K)
-        counts = onehot.sum(dim=1)  # (B, K)
-        sums = onehot.transpose(1, 2) @ x  # (B, K, D)
+        scores = _centre_scores(xt, centers)  # (B, K, N): squared distance minus ||x||^2
+        labels = scores.argmin(dim=1)  # (B, N)
+        rows = (labels + offsets).flatten()  # (B*N,)
+        counts = torch.bincount(rows, minlength=b * k).view(b, k).to(x.dtype)  # (B, K)
+        sums = torch.zeros(b * k, x.shape[2], dtype=x.dtype, device=x.device).index_add_(0, rows, flat)
+        sums = sums.view(b, k, -1)  # (B, K, D)
         empty = (counts == 0) & active[:, None]
         if empty.any():
-            _relocate_empty(x, dist, labels, counts, sums, empty)
+            _relocate_empty(x, (scores + x_sq[:, None]).transpose(1, 2), labels, counts, sums, empty)
         new = torch.where(active[:, None, None], sums / counts.clamp_min(1)[..., None], centers)
         shift = ((new - centers) ** 2).sum(dim=(1, 2))  # (B,)
         done = (labels == prev).all(dim=1) | (shift <= tols)
@@ -70,7 +76,15 @@ def batched_kmeans(x: torch.Tensor, init: torch.Tensor, *, max_iter: int = 300,
         active = active & ~done
         if not active.any():
             break
-    return torch.cdist(x, centers).argmin(dim=2), centers
+    return _centre_scores(xt, centers).argmin(dim=1), centers
+
+
+def _centre_scores(xt: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """``||c||^2 - 2 c.x`` for ``xt (B, D, N)``: squared distances ``(B, K, N)`` minus the constant ``||x||^2``.
+
+    The matmul expansion is scikit-learn's Lloyd step too (torch.cdist takes a slow path for 3 centres).
+    """
+    return torch.baddbmm((centers * centers).sum(-1)[..., None], centers, xt, alpha=-2.0)
 
 
 def _relocate_empty(x: torch.Tensor, dist: torch.Tensor, labels: torch.Tensor, counts: torch.Tensor,
