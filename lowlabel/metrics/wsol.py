@@ -179,23 +179,23 @@ def _level_contours(u8: np.ndarray, levels: np.ndarray) -> tuple[list[np.ndarray
     """
     crops = _crop_boxes(u8, levels)
     contours: list[np.ndarray] = []
-    counts = np.zeros(len(levels), dtype=np.int64)
+    counts: list[int] = []
     find, thresh, binary_mode = cv2.findContours, cv2.threshold, cv2.THRESH_BINARY
     tree, simple = cv2.RETR_TREE, cv2.CHAIN_APPROX_SIMPLE
-    for i, (level, (y0, y1, x0, x1)) in enumerate(zip(levels.tolist(), crops.tolist())):
+    for level, (y0, y1, x0, x1) in zip(levels.tolist(), crops.tolist()):
         if y1 == 0:
+            counts.append(0)
             continue
-        _, binary = thresh(u8[y0:y1, x0:x1], level, 255, binary_mode)
-        found = find(binary, tree, simple, offset=(x0, y0))[0]
-        counts[i] = len(found)
+        found = find(thresh(u8[y0:y1, x0:x1], level, 255, binary_mode)[1], tree, simple, offset=(x0, y0))[0]
+        counts.append(len(found))
         contours.extend(found)
-    return contours, counts
+    return contours, np.array(counts, dtype=np.int64)
 
 
 def _contour_boxes_and_areas(contours: list[np.ndarray], width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
     """Boxes ``(n, 4)`` (``x + w`` inclusive, clipped) and twice the ``cv2.contourArea`` ``(n,)`` of each contour."""
-    lengths = np.fromiter((len(c) for c in contours), dtype=np.int64, count=len(contours))
-    pts = np.concatenate(contours).reshape(-1, 2).astype(np.int64)  # (P, 2) x, y
+    lengths = np.array(list(map(len, contours)), dtype=np.int64)
+    pts = np.concatenate(contours).reshape(-1, 2)  # (P, 2) int32 x, y (products fit for sides < 46340)
     ends = np.cumsum(lengths)
     starts = ends - lengths
     x, y = pts[:, 0], pts[:, 1]
