@@ -117,30 +117,29 @@ def check_voc(root: Path, *, fast: bool = False) -> CheckReport:
     lists = sorted(seg_dir.glob("*.txt")) if seg_dir.is_dir() else []
     if not lists:
         rep.problems.append(f"{seg_dir}: no split lists")
-    seen: set[str] = set()
+    needs_png: dict[str, bool] = {}  # each id is checked once, however many lists name it
     for lst in lists:
         ids = [line.split()[0] for line in read_lines(lst)]
         rep.counts[f"Segmentation/{lst.stem}"] = len(ids)
-        needs_png = lst.stem in ("train", "val", "trainval")
         for image_id in ids:
-            if image_id in seen and not needs_png:
-                continue
-            seen.add(image_id)
-            hw = _image_hw(root / "JPEGImages" / f"{image_id}.jpg", fast, rep)
-            xml = root / "Annotations" / f"{image_id}.xml"
-            _guard(rep, lambda x=xml: parse_voc_objects(x, list(VOC_CLASSES)))
-            png = root / "SegmentationClass" / f"{image_id}.png"
-            if not png.is_file() and (root / "SegmentationClassAug" / f"{image_id}.png").is_file():
-                png = root / "SegmentationClassAug" / f"{image_id}.png"
-            if needs_png or png.is_file():
-                m = _guard(rep, lambda p=png: load_index_png(p))
-                if m is None:
-                    continue
-                bad = np.setdiff1d(np.unique(m), np.r_[np.arange(len(VOC_CLASSES) + 1), 255])
-                if bad.size:
-                    rep.problems.append(f"{png}: unknown class index {int(bad[0])}")
-                if hw is not None and m.shape != hw:
-                    rep.problems.append(f"{png}: mask size {m.shape} differs from image size {hw}")
+            needs_png[image_id] = needs_png.get(image_id, False) or lst.stem in ("train", "val", "trainval")
+    for image_id, png_required in needs_png.items():
+        hw = _image_hw(root / "JPEGImages" / f"{image_id}.jpg", fast, rep)
+        xml = root / "Annotations" / f"{image_id}.xml"
+        _guard(rep, lambda x=xml: parse_voc_objects(x, list(VOC_CLASSES)))
+        png = root / "SegmentationClass" / f"{image_id}.png"
+        if not png.is_file() and (root / "SegmentationClassAug" / f"{image_id}.png").is_file():
+            png = root / "SegmentationClassAug" / f"{image_id}.png"
+        if not (png_required or png.is_file()):
+            continue
+        m = _guard(rep, lambda p=png: load_index_png(p))
+        if m is None:
+            continue
+        bad = np.setdiff1d(np.unique(m), np.r_[np.arange(len(VOC_CLASSES) + 1), 255])
+        if bad.size:
+            rep.problems.append(f"{png}: unknown class index {int(bad[0])}")
+        if hw is not None and m.shape != hw:
+            rep.problems.append(f"{png}: mask size {m.shape} differs from image size {hw}")
     return rep
 
 

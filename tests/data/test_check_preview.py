@@ -1,0 +1,57 @@
+"""``lowlabel data check`` and ``lowlabel data preview`` through the CLI."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from lowlabel.cli.main import main
+
+
+@pytest.mark.parametrize("fmt", ["wsol", "voc", "davis", "coco", "video", "domains"])
+def test_check_passes_on_shapesworld(quick_root: Path, fmt: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["data", "check", fmt, str(quick_root)]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("OK")
+
+
+def test_check_names_missing_corrupt_and_mismatched_files(quick_root: Path, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "voc"
+    shutil.copytree(quick_root / "voc", root)
+    ids = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()
+    (root / "JPEGImages" / f"{ids[0]}.jpg").unlink()
+    jpg = root / "JPEGImages" / f"{ids[1]}.jpg"
+    jpg.write_bytes(jpg.read_bytes()[:300])
+    Image.new("P", (5, 5)).save(root / "SegmentationClass" / f"{ids[2]}.png")
+    assert main(["data", "check", "voc", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert f"{ids[0]}.jpg: image file not found" in out
+    assert f"{ids[1]}.jpg: corrupt or truncated image" in out
+    assert f"{ids[2]}.png: mask size (5, 5) differs" in out
+    assert "3 problem(s) found" in out
+
+
+def test_check_wsol_size_mismatch_and_unknown_format(quick_root: Path, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "wsol"
+    shutil.copytree(quick_root / "wsol", root)
+    sizes = root / "metadata" / "ShapesWorld" / "val" / "image_sizes.txt"
+    lines = sizes.read_text().splitlines()
+    image_id = lines[0].split(",")[0]
+    sizes.write_text("\n".join([f"{image_id},1,1", *lines[1:]]) + "\n")
+    assert main(["data", "check", "wsol", str(root)]) == 1
+    assert f"{image_id} listed as (1, 1)" in capsys.readouterr().out
+    assert main(["data", "check", "imagenet", str(root)]) == 2
+    assert "unknown format" in capsys.readouterr().err
+
+
+def test_preview_draws_a_grid(quick_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "grid.png"
+    assert main(["data", "preview", str(quick_root), "--out", str(out)]) == 0
+    im = Image.open(out)
+    assert im.size == (4 * 160, 5 * 200)  # 4 columns, one row per ShapesWorld folder
+    out2 = tmp_path / "coco.png"
+    assert main(["data", "preview", str(quick_root / "coco"), "--out", str(out2), "--num", "6"]) == 0
+    assert Image.open(out2).size == (4 * 160, 2 * 200)
