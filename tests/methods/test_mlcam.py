@@ -51,3 +51,10 @@ def test_cam_maps_are_normalised_and_zero_for_absent_classes(tmp_path: Path) -> 
     assert float(cams[absent].abs().sum()) == 0.0
     for k in torch.nonzero(labels).flatten():
         assert float(cams[k].max()) == pytest.approx(1.0, abs=1e-3)  # each present class is max-normalised
+
+
+@pytest.mark.parametrize("name", ["synth-quick", "synth-full", "voc12", "coco14"])
+def test_real_config_runs_on_a_fake_dataset_in_its_layout(name: str, tmp_path: Path) -> None:
+    from .wsss_configs import CONFIGS, check_config
+
+    check_config(mlcam, CONFIGS / "mlcam" / f"{name}.yaml", tmp_path)

@@ -72,3 +72,10 @@ def test_predict_writes_masks(tmp_path: Path) -> None:
     method.predict(method.networks(), root / "JPEGImages", tmp_path / "out")
     mask = np.array(Image.open(tmp_path / "out" / "masks" / "2007_val000.png"))
     assert mask.shape == (40, 48) and mask.max() <= 20
+
+
+@pytest.mark.parametrize("name", ["synth-quick", "synth-full", "voc12", "coco14"])
+def test_real_config_runs_on_a_fake_dataset_in_its_layout(name: str, tmp_path: Path) -> None:
+    from .wsss_configs import CONFIGS, check_config
+
+    check_config(seg, CONFIGS / "seg" / f"{name}.yaml", tmp_path)

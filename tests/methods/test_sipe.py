@@ -149,3 +149,10 @@ def test_train_evaluate_predict_through_the_engine_and_cli(tmp_path: Path) -> No
     assert list(sample["class_names"][:2]) == ["background", "aeroplane"]
     run_cli("predict", "sipe", "--ckpt", str(run), "--input", str(root / "JPEGImages"), "--out", str(tmp_path / "p"))
     assert len(list((tmp_path / "p" / "overlays").glob("*_pseudo.png"))) == 5
+
+
+@pytest.mark.parametrize("name", ["synth-quick", "synth-full", "voc12", "coco14"])
+def test_real_config_runs_on_a_fake_dataset_in_its_layout(name: str, tmp_path: Path) -> None:
+    from .wsss_configs import CONFIGS, check_config
+
+    check_config(sipe, CONFIGS / "sipe" / f"{name}.yaml", tmp_path)
