@@ -13,11 +13,6 @@ from lowlabel.cli import main as cli_main
 from lowlabel.structures import voc_palette
 
 
-@pytest.fixture(autouse=True)
-def _register(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(cli_main.COMMANDS, "score", "score")
-
-
 def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = cli_main.main(argv)
     out, err = capsys.readouterr()
