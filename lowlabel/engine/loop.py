@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -186,6 +187,7 @@ class _Loop:
         (self.run_dir / "config.yaml").write_text(dump_yaml(self.cfg))
         env = environment_info(method=self.method.name, seed=self.tcfg.seed, device=str(self.fabric.device),
                                world_size=self.world, precision=self.tcfg.precision)
+        env["deterministic"] = self.tcfg.deterministic
         env["resumed_from"] = None if self.resume_path is None else str(self.resume_path)
         env["resumed_at_step"] = self.state.step if self.resume_path is not None else None
         write_json(self.run_dir / "env.json", env)
@@ -360,6 +362,9 @@ class _Loop:
         rngs = ckpt["rng"]
         if ckpt["world_size"] == self.world:
             set_rng_state(rngs[self.fabric.global_rank])
+        elif self.rank0:
+            print(f"warning: {path} was written by {ckpt['world_size']} process(es), this run has {self.world}; "
+                  "the data order and random streams will not continue exactly", file=sys.stderr)
         return int(ckpt["logger"]["csv_offset"])
 
 

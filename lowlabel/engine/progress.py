@@ -48,7 +48,8 @@ class TrainProgress:
             return
         fields = {}
         if values:
-            fields["losses"] = " ".join(f"{k}={v:.4g}" for k, v in list(values.items())[:4])
+            shown = [(k, v) for k, v in values.items() if not k.startswith("lr/")][:4]
+            fields["losses"] = " ".join(f"{k}={v:.4g}" for k, v in shown)
         self._progress.update(self._task, completed=step, **fields)
 
     def print(self, message: str) -> None:

@@ -61,22 +61,30 @@ def test_run_folder_layout(tmp_path):
     assert method.ema_updates == 4  # after_optimizer_step once per optimizer step
 
 
-def test_matches_a_hand_written_sgd_loop(tmp_path):
-    """Plain SGD (no momentum) written out by hand, on the batches the engine fed the method."""
-    cfg = toy_config(trainer={"max_steps": 7, "batch_size": 8}, optim={"momentum": 0.0, "lr": 0.05})
+@pytest.mark.parametrize("clip", [0.0, 0.05])
+def test_matches_a_hand_written_sgd_loop(tmp_path, clip):
+    """Plain SGD (no momentum, optional global-norm clipping) written out by hand, on the batches the engine
+    fed the method."""
+    cfg = toy_config(trainer={"max_steps": 7, "batch_size": 8}, optim={"momentum": 0.0, "lr": 0.05, "grad_clip": clip})
     method, init, _ = run_toy(cfg, tmp_path / "run")
     model = build(cfg).networks()["model"]
     model.load_state_dict(init["model"])
     x, y = make_data(cfg.data, cfg.data.num_train, 1)
     seen = method.seen
+    clipped = 0
     for step in range(7):
         idx = torch.tensor(seen[step * 8:(step + 1) * 8])
         loss = ((model(x[idx]) - y[idx]) ** 2).mean()
         grads = torch.autograd.grad(loss, list(model.parameters()))
+        norm = math.sqrt(sum(float((g ** 2).sum()) for g in grads))
+        if clip and norm > clip:  # scale the whole gradient down to norm `clip`
+            grads = [g * (clip / norm) for g in grads]
+            clipped += 1
         with torch.no_grad():
             for p, g in zip(model.parameters(), grads):
                 p -= 0.05 * g
     assert sorted(seen[:48]) == list(range(48))  # one epoch = every sample once
+    assert clipped == (7 if clip else 0)
     ours = torch.cat([p.flatten() for p in model.parameters()])
     torch.testing.assert_close(flat_weights(method), ours, rtol=1e-5, atol=1e-6)
 
