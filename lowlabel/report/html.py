@@ -128,7 +128,7 @@ def _per_class_section(comp: Comparison) -> str:
 
 
 def _curves_section(comp: Comparison, assets: _Assets) -> str:
-    series = [(f"{run.method}/{run.name}", run.curves) for g in comp.groups for run in g.runs]
+    series = [(run.label, run.curves) for g in comp.groups for run in g.runs]
     path, rel = assets.path(f"curves-{comp.title}")
     if plot_curves(series, path, title=comp.title) is None:
         return ""
@@ -143,7 +143,7 @@ def _samples_section(comp: Comparison, assets: _Assets, max_samples: int) -> str
         return ""
     rows = []
     for image_id in ids:
-        figs = [_panel_figure(run, image_id, assets, label=f"{run.method} · {run.name}") for run in runs]
+        figs = [_panel_figure(run, image_id, assets, label=run.label) for run in runs]
         rows.append(f'<div class="row">{"".join(figs)}</div>')
     return f'<h3>{escape(comp.title)}</h3>{"".join(rows)}'
 
@@ -162,7 +162,7 @@ def _failures_section(comp: Comparison, assets: _Assets, max_failures: int) -> s
         if not worst:
             continue
         figs = [_panel_figure(run, i, assets, label=f"score {s:.3f}") for i, s in worst]
-        parts.append(f'<h3>{escape(run.method)} · {escape(run.name)}</h3><div class="row">{"".join(figs)}</div>')
+        parts.append(f'<h3>{escape(run.label)}</h3><div class="row">{"".join(figs)}</div>')
     return "".join(parts)
 
 

@@ -59,6 +59,11 @@ class Run:
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
 
     @property
+    def label(self) -> str:
+        """``method · folder name``, or just the method when the folder is named after it."""
+        return self.method if self.name == self.method else f"{self.method} · {self.name}"
+
+    @property
     def eval_dir(self) -> Path:
         """``eval/<split>/`` of this run (may not exist)."""
         return self.path / "eval" / self.split
@@ -83,9 +88,10 @@ class RunGroup:
 
     @property
     def label(self) -> str:
-        """Display name: the method, with the run folder names when the group is one run."""
+        """Display name: the method, plus the run folder's name for one run (when it differs) or the seed count."""
         if len(self.runs) == 1:
-            return f"{self.method} ({self.runs[0].name})"
+            name = self.runs[0].name
+            return self.method if name == self.method else f"{self.method} ({name})"
         return f"{self.method} ({len(self.runs)} seeds)"
 
     def values(self, key: str) -> list[float]:

@@ -66,3 +66,10 @@ def test_expand_run_dirs(fake_run, tmp_path: Path) -> None:
         expand_run_dirs([tmp_path / "empty"])
     with pytest.raises(UserError, match="not found"):
         expand_run_dirs([tmp_path / "nope"])
+
+
+def test_labels_skip_a_folder_named_after_the_method(fake_run) -> None:
+    same = load_run(fake_run("cam", method="cam", metrics={"m": 1.0}))
+    other = load_run(fake_run("cam-lr0.1", method="cam", metrics={"m": 1.0}, config_extra={"optim": {"lr": 0.1}}))
+    assert (same.label, other.label) == ("cam", "cam · cam-lr0.1")
+    assert [g.label for g in group_runs([same, other])] == ["cam", "cam (cam-lr0.1)"]
