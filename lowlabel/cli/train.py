@@ -108,6 +108,8 @@ def run(cfg: Any) -> int:
     module = check_method(name)
     ns = cfg[name]
     config = config_from_namespace(module.CONFIG, _PARSERS[name], ns)
+    if ns.resume not in (None, "auto") and not Path(ns.resume).is_file():
+        raise FileNotFoundError(f"--resume: checkpoint not found: {ns.resume}")
     run_dir = resolve_run_dir(name, ns.run_dir, ns.resume)
     seed_everything(config.trainer.seed, deterministic=config.trainer.deterministic)
     method = module.build(config)
