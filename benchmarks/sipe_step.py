@@ -7,8 +7,7 @@ Usage::
 1. Train step, same batch, one run: the ShapesWorld setting (``resnet_small``, batch 16, crop 128) and a
    paper-like setting scaled to CPU (``resnet50_os16`` with frozen BN, batch 2, crop 256). SIPE (L_cls + GSC)
    and CAM (L_cls) each run in a fresh subprocess; time is the median step after one warm-up step, peak
-   memory is the process's peak RSS during the steps minus its RSS before them (CPU), or
-   ``torch.cuda.max_memory_allocated`` on GPU.
+   memory is the process's peak RSS during the steps minus its RSS before them (CPU only).
 2. Structure-aware seeds (``lowlabel.losses.sipe.structure_seeds``, chunked ``S @ M^T``) at 32x32 (the
    paper's feature size at crop 512) and 64x64 features, B = 16, K1 = 21, C = 2048, against the official
    formulation that materialises B x K1 x N x N (measured only where it fits in memory; its size is printed).
@@ -60,9 +59,9 @@ def _train_step_child(kind: str, setting: str, steps: int, threads: int, queue: 
     valid = torch.ones(batch_size, crop, crop)
     params = sipe.SIPEParams()
     before = _rss_mb()
-    times = []
+    times, cpu = [], []
     for _ in range(steps + 1):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         out = net(x)
         loss = torch.nn.functional.multilabel_soft_margin_loss(out.cam.mean(dim=(2, 3)), labels)
         if kind == "sipe":
@@ -75,7 +74,9 @@ def _train_step_child(kind: str, setting: str, steps: int, threads: int, queue: 
         loss.backward()
         opt.step()
         times.append(time.perf_counter() - t0)
-    queue.put({"step_s": statistics.median(times[1:]), "peak_mb": _peak_mb() - before})
+        cpu.append(time.process_time() - c0)
+    queue.put({"step_s": statistics.median(cpu[1:]), "wall_s": statistics.median(times[1:]),
+               "peak_mb": _peak_mb() - before})
 
 
 def _affinity_child(side: int, official: bool, threads: int, queue: Any) -> None:
@@ -91,7 +92,7 @@ def _affinity_child(side: int, official: bool, threads: int, queue: Any) -> None
     feats = torch.randn(b, c, side, side, generator=g)
     valid = torch.ones(b, k1, 1, 1)
     before = _rss_mb()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     if official:  # the official get_seed: correlation (B,1,N,N) * cam (B,K1,1,N) -> (B,K1,N,N), summed over j
         with torch.no_grad():
             n = side * side
@@ -104,7 +105,7 @@ def _affinity_child(side: int, official: bool, threads: int, queue: Any) -> None
             _ = (inter / union).argmax(1)
     else:
         structure_seeds(cams, feats, valid)
-    queue.put({"seconds": time.perf_counter() - t0, "peak_mb": _peak_mb() - before})
+    queue.put({"seconds": time.process_time() - t0, "peak_mb": _peak_mb() - before})
 
 
 def _in_child(target: Any, *args: Any) -> dict[str, float]:
@@ -130,8 +131,8 @@ def main() -> None:
         sipe = _in_child(_train_step_child, "sipe", setting, args.steps, args.threads)
         results[setting] = {"cam": cam, "sipe": sipe, "ratio": sipe["step_s"] / cam["step_s"]}
         ratio = results[setting]["ratio"]
-        print(f"{setting}: CAM {cam['step_s']:.3f} s/step, peak +{cam['peak_mb']:.0f} MB | SIPE "
-              f"{sipe['step_s']:.3f} s/step, peak +{sipe['peak_mb']:.0f} MB | SIPE / CAM = {ratio:.2f}")
+        print(f"{setting}: CAM {cam['step_s']:.3f} CPU s/step, peak +{cam['peak_mb']:.0f} MB | SIPE "
+              f"{sipe['step_s']:.3f} CPU s/step, peak +{sipe['peak_mb']:.0f} MB | SIPE / CAM = {ratio:.2f}")
     for side in (32, 64):
         ours = _in_child(_affinity_child, side, False, args.threads)
         dense_gb = 16 * 21 * (side * side) ** 2 * 4 / 2**30
@@ -140,9 +141,9 @@ def main() -> None:
             entry["official"] = _in_child(_affinity_child, side, True, args.threads)
         results[f"affinity_{side}x{side}"] = entry
         official = entry.get("official")
-        print(f"structure seeds {side}x{side} (B=16, K1=21, C=2048): chunked {ours['seconds']:.2f} s, peak "
+        print(f"structure seeds {side}x{side} (B=16, K1=21, C=2048): chunked {ours['seconds']:.2f} CPU s, peak "
               f"+{ours['peak_mb']:.0f} MB | official B*K1*N*N tensor = {dense_gb:.1f} GB" +
-              (f", {official['seconds']:.2f} s, peak +{official['peak_mb']:.0f} MB" if official else " (not run)"))
+              (f", {official['seconds']:.2f} CPU s, peak +{official['peak_mb']:.0f} MB" if official else " (not run)"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -50,7 +50,9 @@ class InferConfig:
 
     scales: tuple[float, ...] = (1.0, 0.5, 1.5, 2.0)  # official make_cam.py
     flip: bool = True
-    refine: str = "affinity"  # "none" (pseudo mask = seed) or "affinity" (random walk on the feature affinity)
+    # "none" (pseudo mask = seed), "affinity" (random walk on the feature affinity) or "crf" (dense CRF with
+    # SIPE's cam2ir parameters; needs the optional pydensecrf2 package, which lowlabel does not depend on)
+    refine: str = "affinity"
     rw_beta: float = 10.0  # affinity = relu(cos)^beta (IRN's beta)
     rw_log2_steps: int = 6  # 2^k random-walk steps via repeated squaring (IRN: exp_times 8)
     max_images: int = 0  # evaluate at most this many images of the split (0 = all)
@@ -59,8 +61,13 @@ class InferConfig:
     write_pngs: bool = True  # seeds/<id>.png and pseudo/<id>.png in the eval folder
 
     def __post_init__(self) -> None:
-        if self.refine not in ("none", "affinity"):
-            raise ValueError(f"infer.refine must be 'none' or 'affinity', got {self.refine!r}")
+        if self.refine not in ("none", "affinity", "crf"):
+            raise ValueError(f"infer.refine must be 'none', 'affinity' or 'crf', got {self.refine!r}")
+        if self.refine == "crf":
+            import importlib.util
+
+            if importlib.util.find_spec("pydensecrf") is None:
+                raise ValueError("infer.refine crf needs pydensecrf (pip install pydensecrf2); it is not installed")
         if not self.scales or min(self.scales) <= 0:
             raise ValueError(f"infer.scales must be positive, got {self.scales}")
 
@@ -290,6 +297,37 @@ def affinity_refine(scores: Tensor, feats: Tensor, *, beta: float, log2_steps: i
     return F.interpolate(walked, size=(hh, ww), mode="bilinear", align_corners=False)[0]
 
 
+def refine_scores(scores: Tensor, feats: Tensor, image_u8: Tensor, labels: Tensor, cfg: InferConfig) -> Tensor:
+    """The scores the pseudo mask is the argmax of, after ``cfg.refine``."""
+    if cfg.refine == "affinity":
+        return affinity_refine(scores, feats, beta=cfg.rw_beta, log2_steps=cfg.rw_log2_steps)
+    if cfg.refine == "crf":
+        return crf_refine(scores, image_u8, labels)
+    return scores
+
+
+def crf_refine(scores: Tensor, image_u8: Tensor, labels: Tensor, iterations: int = 10) -> Tensor:
+    """Dense-CRF marginals (K1, H, W) over background + present classes, with SIPE's ``crf_inference_label``
+    pairwise terms (Gaussian sxy 3 / compat 3, bilateral sxy 50 / srgb 5 / compat 10) and a softmax-of-scores
+    unary. Optional: needs ``pydensecrf`` (not a lowlabel dependency)."""
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_softmax
+
+    keep = torch.nonzero(torch.cat([labels.new_ones(1), labels]) > 0).flatten()
+    sub = scores[keep].float()  # (P, H, W)
+    probs = torch.softmax(sub * 10.0, dim=0).cpu().numpy()  # scores in [0, 1] -> peaked probabilities
+    p, h, w = probs.shape
+    crf = dcrf.DenseCRF2D(w, h, p)
+    crf.setUnaryEnergy(unary_from_softmax(probs))
+    crf.addPairwiseGaussian(sxy=3, compat=3)
+    rgb = np.ascontiguousarray(image_u8.permute(1, 2, 0).cpu().numpy().astype(np.uint8))
+    crf.addPairwiseBilateral(sxy=50, srgb=5, rgbim=rgb, compat=10)
+    q = torch.from_numpy(np.array(crf.inference(iterations), dtype=np.float32).reshape(p, h, w))
+    out = torch.zeros_like(scores)
+    out[keep] = q.to(scores.device)
+    return out
+
+
 def write_png(path: Path, ids: np.ndarray) -> None:
     """Write uint8 class ids as a VOC palette PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -385,9 +423,7 @@ def _seed_and_pseudo(score_fn: ScoreFn, sample: dict[str, Any], where: str, cfg:
     image_u8 = torch.as_tensor(sample["image"]).as_subclass(torch.Tensor)
     scores, feats = score_fn(normalize_image(image_u8), labels)
     seed = present_argmax(scores, labels).cpu().numpy().astype(np.uint8)
-    refined = scores
-    if cfg.refine == "affinity":
-        refined = affinity_refine(scores, feats, beta=cfg.rw_beta, log2_steps=cfg.rw_log2_steps)
+    refined = refine_scores(scores, feats, image_u8, labels, cfg)
     pseudo = present_argmax(refined, labels).cpu().numpy().astype(np.uint8)
     if cfg.write_pngs:
         write_png(out_dir / "seeds" / f"{image_id}.png", seed)
@@ -478,8 +514,7 @@ def predict_folder(model: nn.Module, score_fn: ScoreFn, inputs: Path, out: Path,
                 labels[logits.argmax()] = 1.0
             scores, feats = score_fn(image, labels)
             seed = present_argmax(scores, labels).numpy().astype(np.uint8)
-            refined = scores if cfg.refine == "none" else affinity_refine(
-                scores, feats, beta=cfg.rw_beta, log2_steps=cfg.rw_log2_steps)
+            refined = refine_scores(scores, feats, image_u8, labels, cfg)
             pseudo = present_argmax(refined, labels).numpy().astype(np.uint8)
             name = path.stem
             write_png(out / "seeds" / f"{name}.png", seed)

@@ -156,3 +156,12 @@ def test_real_config_runs_on_a_fake_dataset_in_its_layout(name: str, tmp_path: P
     from .wsss_configs import CONFIGS, check_config
 
     check_config(sipe, CONFIGS / "sipe" / f"{name}.yaml", tmp_path)
+
+
+def test_crf_refinement_is_optional_and_named_when_missing() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("pydensecrf") is not None:
+        pytest.skip("pydensecrf is installed")
+    with pytest.raises(ValueError, match="pydensecrf"):
+        wsss.InferConfig(refine="crf")
