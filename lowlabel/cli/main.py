@@ -146,6 +146,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_guarded(_go, debug=debug)
     except SystemExit as stop:  # --help, --version, --print_config
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    except BrokenPipeError:  # `lowlabel ... | head`: stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

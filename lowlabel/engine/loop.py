@@ -170,7 +170,9 @@ class _Loop:
         self.logger = RunLogger(self.run_dir / "logs", enabled=self.rank0, resume_offset=resume_offset,
                                 resume_step=self.state.step)
         self.bar = TrainProgress(total=self.tcfg.max_steps, start=self.state.step,
-                                 enabled=self.progress_flag if self.rank0 else False, description=self.method.name)
+                                 enabled=self.progress_flag, description=self.method.name, quiet=not self.rank0)
+        if self.rank0 and self.resume_path is not None:
+            self.bar.print(f"resumed from {self.resume_path} at step {self.state.step}")
         try:
             self._train()
             if self.state.last_eval.get("step") != self.state.step:
@@ -280,13 +282,20 @@ class _Loop:
 
     # ------------------------------------------------------------------ evaluation and checkpoints
     def _evaluate_and_checkpoint(self) -> None:
-        improved = False
+        improved, error = False, None
         if self.rank0:
-            result = evaluate_nets(self.method, self.nets, split=self.tcfg.eval_split,
-                                   out_dir=self.run_dir / "eval" / self.tcfg.eval_split)
-            improved = self._record_eval(result)
-        improved = bool(self.fabric.broadcast(improved, src=0))
-        self._checkpoint(best=improved)
+            try:
+                result = evaluate_nets(self.method, self.nets, split=self.tcfg.eval_split,
+                                       out_dir=self.run_dir / "eval" / self.tcfg.eval_split)
+                improved = self._record_eval(result)
+            except Exception as err:  # keep the training progress, then fail
+                error = err
+        improved, failed = self.fabric.broadcast((improved, error is not None), src=0)
+        self._checkpoint(best=bool(improved) and not failed)
+        if error is not None:
+            raise error
+        if failed:
+            raise RuntimeError("evaluation failed on rank 0")
 
     def _record_eval(self, result: EvalResult) -> bool:
         state, step, split = self.state, self.state.step, self.tcfg.eval_split
@@ -347,6 +356,9 @@ class _Loop:
             from lowlabel.errors import UserError
 
             raise UserError(f"{path}: checkpoint of method {ckpt['method']!r}, cannot resume {self.method.name!r}")
+        changed = _changed_keys(ckpt["config"], config_to_dict(self.cfg))
+        if changed and self.rank0:
+            print(f"warning: resuming {path} with a changed config: {', '.join(changed)}", file=sys.stderr)
         load_nets(self.nets, ckpt["nets"], source=path)
         for name, opt in self.opts.items():
             opt.load_state_dict(ckpt["optimizers"][name])
@@ -396,6 +408,14 @@ def evaluate_nets(method: Any, nets: Mapping[str, nn.Module], *, split: str, out
         for module, training in modes:
             module.training = training
     return result
+
+
+def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two plain config dicts."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = list(dict.fromkeys([*old, *new]))
+        return [k for key in keys for k in _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [prefix.rstrip(".")]
 
 
 def _is_number(value: Any) -> bool:

@@ -27,10 +27,14 @@ class TrainProgress:
         total: the number of optimizer steps.
         start: the step the run starts (or resumes) at.
         enabled: None = on when stdout is a TTY; False = off; True = on when stdout is a TTY.
+        quiet: print nothing at all (ranks other than 0); otherwise :meth:`print` lines still appear
+            without the bar.
     """
 
-    def __init__(self, *, total: int, start: int, enabled: bool | None = None, description: str = "train"):
-        self.enabled = sys.stdout.isatty() and enabled is not False
+    def __init__(self, *, total: int, start: int, enabled: bool | None = None, description: str = "train",
+                 quiet: bool = False):
+        self.enabled = sys.stdout.isatty() and enabled is not False and not quiet
+        self.quiet = quiet
         self._progress: Any = None
         if not self.enabled:
             return
@@ -53,8 +57,11 @@ class TrainProgress:
         self._progress.update(self._task, completed=step, **fields)
 
     def print(self, message: str) -> None:
+        """A line above the bar (plain stdout when the bar is off but output is wanted)."""
         if self._progress is not None:
             self._progress.console.print(message)
+        elif not self.quiet:
+            print(message, flush=True)
 
     def close(self) -> None:
         if self._progress is not None:
