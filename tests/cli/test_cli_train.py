@@ -186,3 +186,28 @@ def test_pickled_weights_need_trust_pickle(trained, tmp_path, capsys):
     assert main(["evaluate", "toy", "--ckpt", str(trained), "--split", "val"]) == 0
     ours = json.loads((trained / "metrics.json").read_text())
     assert theirs["mse"] == pytest.approx(ours["mse"], rel=1e-6)
+
+
+def test_disk_full_while_checkpointing_is_one_line_and_keeps_the_previous(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    from lowlabel.engine import checkpoint
+
+    real_fsync, calls = os.fsync, []
+
+    def fsync(fd: int) -> None:
+        calls.append(fd)
+        if len(calls) > 2:  # the first checkpoint (file + folder fsync) succeeds, then the disk is full
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    code = main(["train", "toy", *FAST, "--trainer.max_steps", "6", "--trainer.ckpt_every", "2",
+                 "--run-dir", str(tmp_path / "run")])
+    monkeypatch.undo()
+    assert code == 1
+    line = one_error_line(capsys)
+    assert "no space left on device" in line and "previous checkpoint is intact" in line
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["step"] == 2
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["last.ckpt"]

@@ -148,3 +148,11 @@ def test_evaluate_run_reloads_the_trained_weights(tmp_path, monkeypatch):
     saved = json.loads((folder / "metrics.json").read_text())
     assert saved["split"] == "test" and saved["step"] == 3
     assert (folder / "eval" / "test" / "per_image.csv").is_file()
+
+
+def test_bf16_mixed_precision_runs_and_checkpoints(tmp_path):
+    cfg = toy_config(trainer={"max_steps": 3, "precision": "bf16-mixed"})
+    _, _, result = run_toy(cfg, tmp_path / "run")
+    assert math.isfinite(result.metrics["mse"])
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert ckpt["step"] == 3 and "precision" in ckpt
