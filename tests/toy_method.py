@@ -130,7 +130,8 @@ class Toy:
         rows = "".join(f"{i},{-float(e)}\n" for i, e in enumerate(err))
         (out_dir / "per_image.csv").write_text("image_id,score\n" + rows)
         mse = float(err.mean())
-        return EvalResult(metrics={"mse": mse, "neg_mse": -mse}, monitor="neg_mse")
+        per_class = {"mse": {"first_half": float(err[: len(err) // 2].mean()), "second_half": None}}
+        return EvalResult(metrics={"mse": mse, "neg_mse": -mse}, monitor="neg_mse", per_class=per_class)
 
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
         """Read ``inputs/*.json`` (lists of ``dim`` floats), write ``out/<name>.json`` predictions."""

@@ -138,6 +138,14 @@ def environment_info(*, method: str, seed: int, device: str, world_size: int, pr
     }
 
 
+def write_metrics(folder: Path, result: Any, *, step: int | None, split: str) -> None:
+    """``folder/metrics.json`` (flat metric keys + ``step`` + ``split``) and, when the evaluation has
+    per-class tables, ``folder/eval/<split>/per_class.json`` (``{metric: {class: value}}``)."""
+    write_json(Path(folder) / "metrics.json", {**result.metrics, "step": step, "split": split})
+    if result.per_class:
+        write_json(Path(folder) / "eval" / split / "per_class.json", result.per_class)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Pretty JSON, written to a temp file then renamed (readers never see half a file)."""
     path = Path(path)

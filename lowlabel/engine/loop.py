@@ -35,7 +35,7 @@ from lowlabel.engine.checkpoint import (
     set_rng_state,
 )
 from lowlabel.engine.config import config_to_dict, dump_yaml
-from lowlabel.engine.logging import RunLogger, environment_info, write_json
+from lowlabel.engine.logging import RunLogger, environment_info, write_json, write_metrics
 from lowlabel.engine.progress import TrainProgress
 from lowlabel.engine.sampler import ResumableSampler
 from lowlabel.engine.seeding import seed_everything
@@ -302,7 +302,7 @@ class _Loop:
         monitor = self.tcfg.monitor or result.monitor
         state.last_eval = {"step": step, "split": split, "metrics": dict(result.metrics), "monitor": monitor,
                            "per_class": result.per_class}
-        write_json(self.run_dir / "metrics.json", {**result.metrics, "step": step, "split": split})
+        write_metrics(self.run_dir, result, step=step, split=split)
         self.logger.log(step, {f"{split}/{k}": v for k, v in result.metrics.items() if _is_number(v)})
         self.bar.print(f"step {step} {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()
                                                            if _is_number(v)))

@@ -11,7 +11,7 @@ from torch import nn
 
 from lowlabel.engine.checkpoint import FORMAT, load_checkpoint
 from lowlabel.engine.config import config_from_dict, load_config_file
-from lowlabel.engine.logging import write_json
+from lowlabel.engine.logging import write_metrics
 from lowlabel.errors import UserError
 from lowlabel.methods.base import EvalResult
 
@@ -140,5 +140,5 @@ def evaluate_run(
     loaded = load_method_from_run(run_or_ckpt, method_name=method_name, trust_pickle=trust_pickle, config=config)
     base = Path(out_dir) if out_dir is not None else (loaded.run_dir or loaded.ckpt_path.parent)
     result = evaluate_nets(loaded.method, loaded.nets, split=split, out_dir=base / "eval" / split)
-    write_json(base / "metrics.json", {**result.metrics, "step": loaded.step, "split": split})
+    write_metrics(base, result, step=loaded.step, split=split)
     return result, base

@@ -143,11 +143,15 @@ def test_evaluate_run_reloads_the_trained_weights(tmp_path, monkeypatch):
     result, folder = evaluate_run(tmp_path / "run", split="test", method_name="toy")
     x, y = make_data(cfg.data, cfg.data.num_val, 3)
     with torch.no_grad():
-        mse = float(((method.networks()["model"].eval()(x) - y) ** 2).mean())
+        sq_err = (method.networks()["model"].eval()(x) - y) ** 2  # (N, 1)
+    mse = float(sq_err.mean())
     assert result.metrics["mse"] == pytest.approx(mse, rel=1e-6)
     saved = json.loads((folder / "metrics.json").read_text())
     assert saved["split"] == "test" and saved["step"] == 3
     assert (folder / "eval" / "test" / "per_image.csv").is_file()
+    per_class = json.loads((folder / "eval" / "test" / "per_class.json").read_text())
+    assert per_class["mse"]["first_half"] == pytest.approx(float(sq_err[:16].mean()))
+    assert per_class["mse"]["second_half"] is None
 
 
 def test_bf16_mixed_precision_runs_and_checkpoints(tmp_path):
