@@ -27,9 +27,9 @@ class ObjectStyle:
     marking_frac: float = 0.2
     marking_dropout: float = 0.1
     marking_strength: tuple[float, float] = (0.6, 1.0)
-    shape_bias: float = 0.6
-    hue_bias: float = 0.6
-    hue_jitter: float = 0.06
+    shape_bias: float = 0.7
+    hue_bias: float = 0.7
+    hue_jitter: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0.02 <= self.marking_frac <= 0.9:
@@ -55,7 +55,7 @@ class SceneStyle:
     """
 
     image_size: tuple[int, int] = (96, 128)
-    object_scale: tuple[float, float] = (0.25, 0.75)
+    object_scale: tuple[float, float] = (0.32, 0.96)
     context_prob: float = 0.3
     distractors: tuple[int, int] = (0, 2)
     occlusion_prob: float = 0.3
@@ -87,7 +87,7 @@ class VOCConfig:
     objects: tuple[int, int] = (1, 3)
     boundary_px: int = 1  # half-width of the 255 band around object borders
     obj: ObjectStyle = field(default_factory=ObjectStyle)
-    scene: SceneStyle = field(default_factory=lambda: SceneStyle(object_scale=(0.2, 0.6), image_size=(112, 160)))
+    scene: SceneStyle = field(default_factory=lambda: SceneStyle(object_scale=(0.3, 0.75), image_size=(112, 160)))
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ class COCOConfig:
     synonym_prob: float = 0.5  # probability of naming an object by a synonym
     attribute_prob: float = 0.6  # probability of adding a colour/size attribute
     obj: ObjectStyle = field(default_factory=ObjectStyle)
-    scene: SceneStyle = field(default_factory=lambda: SceneStyle(object_scale=(0.2, 0.55), image_size=(128, 160)))
+    scene: SceneStyle = field(default_factory=lambda: SceneStyle(object_scale=(0.25, 0.6), image_size=(128, 160)))
 
 
 @dataclass(frozen=True)
