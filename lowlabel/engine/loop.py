@@ -306,6 +306,9 @@ class _Loop:
         self.logger.log(step, {f"{split}/{k}": v for k, v in result.metrics.items() if _is_number(v)})
         self.bar.print(f"step {step} {split}: " + ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items()
                                                            if _is_number(v)))
+        if self.tcfg.monitor and self.tcfg.monitor not in result.metrics:
+            raise ValueError(f"trainer.monitor {self.tcfg.monitor!r} is not a metric of this evaluation; "
+                             f"choose one of {', '.join(result.metrics)}")
         value = result.metrics.get(monitor) if monitor else None
         if value is None or not math.isfinite(value):
             state.best_step = step  # no usable monitor: best = latest
@@ -317,6 +320,11 @@ class _Loop:
         return False
 
     def _checkpoint(self, *, best: bool) -> None:
+        bad = next((f"{n}.{k}" for n, net in self.nets.items() for k, p in net.named_parameters()
+                    if not bool(torch.isfinite(p).all())), None)
+        if bad is not None:  # a finite loss with non-finite gradients: never overwrite a good checkpoint
+            raise NonFiniteLossError(f"non-finite weights in {bad} after step {self.state.step}; stopped, the last "
+                                     f"good checkpoint is kept in {self.ckpt_dir}")
         rngs = self._gather(rng_state())
         if self.rank0:
             data = serialize(self._state_dict(rngs))

@@ -160,3 +160,32 @@ def test_bf16_mixed_precision_runs_and_checkpoints(tmp_path):
     assert math.isfinite(result.metrics["mse"])
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert ckpt["step"] == 3 and "precision" in ckpt
+
+
+def test_non_finite_weights_are_never_checkpointed(tmp_path, monkeypatch):
+    """A finite loss whose gradient is NaN poisons the weights; the checkpoint after it must not be written."""
+    import tests.toy_method as toy
+
+    real_step = toy.Toy.training_step
+
+    def poisoned(self, nets, batch, step):
+        out = real_step(self, nets, batch, step)
+        if step == 3:  # sqrt'(0) = inf, times 0 = nan in the gradient; the loss value stays finite
+            zero = next(nets["model"].parameters()).sum() * 0
+            out.losses["model"] = out.losses["model"] + torch.sqrt(zero) * 0
+        return out
+
+    monkeypatch.setattr(toy.Toy, "training_step", poisoned)
+    cfg = toy_config(trainer={"max_steps": 8, "ckpt_every": 2})
+    with pytest.raises(NonFiniteLossError):
+        run_toy(cfg, tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert ckpt["step"] == 2
+    assert all(bool(torch.isfinite(v).all()) for v in ckpt["nets"]["model"].values())
+
+
+def test_unknown_monitor_is_a_clear_error(tmp_path):
+    cfg = toy_config(trainer={"max_steps": 2, "monitor": "mIoU"})
+    with pytest.raises(ValueError, match="trainer.monitor 'mIoU' is not a metric.*mse, neg_mse"):
+        run_toy(cfg, tmp_path / "run")
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["step"] == 2
