@@ -149,10 +149,10 @@ def threshold_levels(u8: np.ndarray, thresholds: np.ndarray) -> tuple[np.ndarray
         ``index`` (T,) int: which level each threshold uses.
     """
     cuts = (np.asarray(thresholds, dtype=np.float64) * u8.max()).astype(np.int64)  # int(t * max), t >= 0
-    values = np.unique(u8)
+    values = np.flatnonzero(np.bincount(u8.ravel(), minlength=256))  # distinct values present, ascending
     # masks u8 > k are equal for all k with the same number of distinct values <= k
     key = np.searchsorted(values, cuts, side="right")
-    uniq_key, first, index = np.unique(key, return_index=True, return_inverse=True)
+    _, first, index = np.unique(key, return_index=True, return_inverse=True)
     return cuts[first], index.reshape(-1)
 
 
