@@ -7,6 +7,23 @@ Public API::
     load_method_from_run(run_or_ckpt, *, method_name=None, trust_pickle=False) -> LoadedMethod
     seed_everything(seed, *, deterministic=False)
 
+A run folder::
+
+    config.yaml              the resolved method config (a valid --config file for `lowlabel train <method>`)
+    env.json                 versions, git commit (+ dirty flag), device, world size, precision, seed, argv
+    logs/metrics.csv         long format `step,key,value`; keys: loss/<optimizer>, train/<logged term>,
+                             lr/<optimizer>, <eval split>/<metric> (e.g. val/MaxBoxAccV2)
+    logs/events.out.tfevents.*   the same scalars for TensorBoard
+    checkpoints/last.ckpt    every eval / trainer.ckpt_every steps / the end (atomic writes)
+    checkpoints/best.ckpt    the best evaluation by trainer.monitor (or EvalResult.monitor)
+    metrics.json             latest evaluation: flat metric keys + step + split
+    eval/<split>/            what method.evaluate writes (per_image.csv, samples/), plus per_class.json
+
+Resume (``resume="auto"`` or a path) restores networks, optimizers, schedulers, the AMP scaler,
+step/epoch/position in the epoch, every RNG (per rank), the method's ``state_dict()`` and the CSV
+log position, so an interrupted run continues bit-identically (with ``num_workers=0``; with worker
+processes the data order is exact but per-worker augmentation streams are re-seeded per epoch).
+
 Lightning is imported only when :func:`fit` runs.
 """
 
