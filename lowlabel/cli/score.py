@@ -76,6 +76,8 @@ def run(cfg: Any) -> int:
     sub = cfg[task]
     results, tables = TASKS[task](sub)
     print_tables(tables)
+    if task == "davis":
+        print(f"wrote global_results-{sub.set}.csv and per-sequence_results-{sub.set}.csv in {sub.results}")
     if sub.json:
         write_json(sub.json, results)
     return 0
@@ -164,7 +166,7 @@ def _davis(cfg: Any) -> tuple[dict[str, Any], Tables]:
     (out / f"per-sequence_results-{cfg.set}.csv").write_text(ev.per_sequence_csv(), encoding="utf-8")
     rows = [[name, o["J-Mean"] * 100, o["F-Mean"] * 100] for name, o in ev.per_object.items()]
     return res, [
-        (f"DAVIS-2017 {cfg.set} (CSV files written to {out})", ["metric", "%"], [[k, res[k]] for k in GLOBAL_KEYS]),
+        (f"DAVIS-2017 {cfg.set}", ["metric", "%"], [[k, res[k]] for k in GLOBAL_KEYS]),
         ("per object", ["sequence_object", "J-Mean %", "F-Mean %"], rows),
     ]
 
