@@ -28,8 +28,10 @@ def load_gt(gt: Mapping[str, Any]) -> Any:
     for key in ("images", "annotations", "categories"):
         if key not in gt:
             raise ValueError(f"COCO ground truth has no '{key}' list")
+    # the COCO API adds keys to the annotation dicts: copy those dicts (a shallow copy each, not a deepcopy)
+    data = {k: [dict(x) for x in v] if isinstance(v, list) else copy.deepcopy(v) for k, v in gt.items()}
     with contextlib.redirect_stdout(io.StringIO()):
-        return COCO(copy.deepcopy(dict(gt)))
+        return COCO(data)
 
 
 def check_detections(detections: Sequence[Mapping[str, Any]], coco_gt: Any, where: str = "detections") -> list[dict]:
@@ -44,19 +46,30 @@ def check_detections(detections: Sequence[Mapping[str, Any]], coco_gt: Any, wher
     out = []
     for i, det in enumerate(detections):
         try:
-            image_id, cat, bbox, score = det["image_id"], det["category_id"], det["bbox"], det["score"]
-        except (KeyError, TypeError) as err:
-            raise ValueError(f"{where}: entry {i} lacks field {err}") from None
-        if cat not in cats:
-            raise ValueError(f"{where}: entry {i} has unknown category id {cat}")
-        if image_id not in images:
-            raise ValueError(f"{where}: entry {i} has unknown image id {image_id}")
-        box = np.asarray(bbox, dtype=np.float64)
-        if box.shape != (4,) or not np.isfinite(box).all() or not np.isfinite(float(score)):
-            raise ValueError(f"{where}: entry {i} has a malformed bbox/score {bbox}, {score}")
-        if box[2] < 0 or box[3] < 0:
-            raise ValueError(f"{where}: entry {i} has x1 < x0 or y1 < y0 (bbox [x, y, w, h] = {list(bbox)})")
-        out.append({"image_id": image_id, "category_id": cat, "bbox": box.tolist(), "score": float(score)})
+            entry = {"image_id": det["image_id"], "category_id": det["category_id"], "bbox": list(det["bbox"]),
+                     "score": float(det["score"])}  # fmt: skip
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{where}: entry {i} lacks a field or has a bad value ({err})") from None
+        if entry["category_id"] not in cats:
+            raise ValueError(f"{where}: entry {i} has unknown category id {entry['category_id']}")
+        if entry["image_id"] not in images:
+            raise ValueError(f"{where}: entry {i} has unknown image id {entry['image_id']}")
+        if len(entry["bbox"]) != 4:
+            raise ValueError(f"{where}: entry {i} has a bbox of {len(entry['bbox'])} values, expected [x, y, w, h]")
+        out.append(entry)
+    if out:
+        try:
+            boxes = np.asarray([d["bbox"] for d in out], dtype=np.float64)  # (N, 4) x, y, w, h
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: a bbox has a non-numeric value") from None
+        scores = np.asarray([d["score"] for d in out])
+        nonfinite = np.flatnonzero(~np.isfinite(boxes).all(axis=1) | ~np.isfinite(scores))
+        if nonfinite.size:
+            raise ValueError(f"{where}: entry {nonfinite[0]} has a non-finite bbox or score")
+        negative = np.flatnonzero((boxes[:, 2] < 0) | (boxes[:, 3] < 0))
+        if negative.size:
+            i = int(negative[0])
+            raise ValueError(f"{where}: entry {i} has x1 < x0 or y1 < y0 (bbox [x, y, w, h] = {out[i]['bbox']})")
     return out
 
 
@@ -66,7 +79,7 @@ def evaluate(coco_gt: Any, detections: Sequence[Mapping[str, Any]]) -> Any:
 
     dets = check_detections(detections, coco_gt)
     with contextlib.redirect_stdout(io.StringIO()):
-        coco_dt = coco_gt.loadRes(copy.deepcopy(dets)) if dets else coco_gt.loadRes([])
+        coco_dt = coco_gt.loadRes(dets)  # fresh dicts from check_detections: loadRes may modify them
         ev = COCOeval_faster(coco_gt, coco_dt, "bbox", print_function=lambda *a, **k: None)
         ev.evaluate()
         ev.accumulate()
