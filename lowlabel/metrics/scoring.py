@@ -48,7 +48,10 @@ def score_wsol(
         except ValueError as err:
             raise UserError(f"{metadata}: {err}") from None
     box_ev = wsol.BoxEvaluator(
-        cam_curve_interval=cam_curve_interval, iou_thresholds=tuple(iou_thresholds), resize_length=resize_length
+        cam_curve_interval=cam_curve_interval,
+        iou_thresholds=tuple(iou_thresholds),
+        resize_length=resize_length,
+        keep_per_image=False,
     )
     for image_id in meta.image_ids:
         cam = _load_scoremap(scoremaps, image_id, side)
