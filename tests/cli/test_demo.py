@@ -147,3 +147,21 @@ def test_terminal_status_line_is_redrawn() -> None:
     assert text.count("\r\033[K[1/2] train cam") >= 2  # drawn at start and redrawn after a second
     assert text.endswith("· took 0:01\n")
     assert p.index == 1
+
+
+@pytest.mark.slow
+def test_real_demo_on_a_tiny_budget(tmp_path: Path) -> None:
+    """The real thing: ShapesWorld quick, cam and da_wsol for 2 steps each, the report; then full reuse."""
+    import sys
+
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "lowlabel.cli.main", "demo", "--out", str(out), "--methods", "[cam, da_wsol]",
+           "--overrides", "[--trainer.max_steps, '2']"]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stdout + first.stderr
+    index = out / "report" / "index.html"
+    assert first.stdout.strip().splitlines()[-1] == str(index.resolve())
+    assert "da_wsol vs cam" in index.read_text()
+    assert json.loads((out / "cam" / "metrics.json").read_text())["step"] == 2
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "reusing finished run" in again.stdout and "train cam" not in again.stdout
