@@ -34,6 +34,7 @@ table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right;white-space:nowrap}
 th[scope=row],thead th{text-align:left;background:#f4f4f4}
 tr.method th[scope=row]{background:#e8f0fe}
+.headline td:nth-child(-n+2){text-align:left}
 caption{text-align:left;font-weight:600;padding:.2em 0}
 .row{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start;margin:.5em 0 1.2em}
 figure{margin:0;border:1px solid #ddd;border-radius:4px;padding:.4em;background:#fafafa}
