@@ -243,12 +243,13 @@ class _Stage:
             p._write("\r\033[K" + p.line(self.name, self.detail, time.monotonic() - self.t0))
             self._stop.wait(1.0)
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.seconds = time.monotonic() - self.t0
         if self._stop is not None:
             self._stop.set()
         p = self.progress
-        p._write(f"{p.line(self.name, self.detail, self.seconds)} · took {_clock(self.seconds)}\n", clear=True)
+        verb = "took" if exc_type is None else "stopped after"  # Ctrl-C: rerun `lowlabel demo` to resume
+        p._write(f"{p.line(self.name, self.detail, self.seconds)} · {verb} {_clock(self.seconds)}\n", clear=True)
         p.index += 1
 
 
