@@ -71,7 +71,7 @@ _FLAGS_HELP = (
 def add_parser(subcommands: Any, argv: Sequence[str] = ()) -> None:
     from jsonargparse import ArgumentParser
 
-    from lowlabel.methods import METHODS
+    from lowlabel.methods import METHODS, SUMMARIES
 
     parser = ArgumentParser(description="Train a method. Run `lowlabel train <method> --help` for its options.",
                             exit_on_error=False)
@@ -84,7 +84,7 @@ def add_parser(subcommands: Any, argv: Sequence[str] = ()) -> None:
             sub = method_parser(name)
         else:  # never parsed: only the chosen method's parser is built
             sub = ArgumentParser(description=f"Train {name}.", exit_on_error=False)
-        methods.add_subcommand(name, sub, help=f"train {name} ({module_path})")
+        methods.add_subcommand(name, sub, help=SUMMARIES.get(name, f"train {name} ({module_path})"))
 
 
 def resolve_run_dir(method: str, run_dir: str | None, resume: str | None) -> Path:

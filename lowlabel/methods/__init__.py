@@ -12,11 +12,20 @@ import importlib
 from types import ModuleType
 
 METHODS: dict[str, str] = {
-    "sipe": "lowlabel.methods.sipe",
-    "mlcam": "lowlabel.methods.mlcam",
-    "seg": "lowlabel.methods.seg",
     "cam": "lowlabel.methods.cam",
     "da_wsol": "lowlabel.methods.da_wsol",
+    "mlcam": "lowlabel.methods.mlcam",
+    "sipe": "lowlabel.methods.sipe",
+    "seg": "lowlabel.methods.seg",
+}
+
+# One line per method for `lowlabel train --help` (kept here so that --help imports no method).
+SUMMARIES: dict[str, str] = {
+    "cam": "vanilla CAM (WSOL baseline): image labels -> heat maps -> boxes",
+    "da_wsol": "DA-WSOL (CVPR'22): CAM + target sample assigner, MMD and Universum losses",
+    "mlcam": "multi-label CAM (WSSS baseline): seeds at the best background threshold",
+    "sipe": "SIPE (CVPR'22): image-specific prototypes, IS-CAM seeds and pseudo masks",
+    "seg": "segmentation stage: DeepLabV3 trained on a folder of pseudo masks",
 }
 
 
