@@ -83,19 +83,12 @@ def load_weights(path: str | Path, *, trust_pickle: bool = False) -> dict[str, d
             nets.setdefault(name, {})[param] = value
         return nets
     from lowlabel.engine.checkpoint import FORMAT as CKPT_FORMAT
-    from lowlabel.engine.checkpoint import load_checkpoint
+    from lowlabel.engine.checkpoint import load_checkpoint, unwrap_state_dict
 
     state = load_checkpoint(path, trust_pickle=trust_pickle)
     if isinstance(state, dict) and state.get("format") == CKPT_FORMAT:
         return dict(state["nets"])
-    if isinstance(state, Mapping):
-        for key in ("state_dict", "model", "net"):
-            if isinstance(state.get(key), Mapping):
-                state = state[key]
-                break
-    if not isinstance(state, Mapping):
-        raise UserError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return {"": {k.removeprefix("module."): v for k, v in state.items()}}
+    return {"": dict(unwrap_state_dict(state, path))}
 
 
 def from_pretrained(path: str | Path, *, method_name: str | None = None, config: Any = None) -> LoadedMethod:

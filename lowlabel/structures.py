@@ -22,6 +22,12 @@ from __future__ import annotations
 import numpy as np
 
 IGNORE_INDEX = 255
+
+# PASCAL VOC's 20 foreground classes in label order (class id = index + 1; 0 is background).
+VOC_CLASSES: tuple[str, ...] = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
+    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)  # fmt: skip
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

@@ -20,29 +20,7 @@ from torchvision import tv_tensors
 
 from lowlabel.data.io import load_index_png, load_rgb, parse_voc_objects, read_lines, to_boxes, to_image
 from lowlabel.errors import DataError
-
-VOC_CLASSES: tuple[str, ...] = (
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
+from lowlabel.structures import VOC_CLASSES
 
 
 def read_split(root: Path, split: str) -> tuple[Path, list[str]]:

@@ -12,6 +12,7 @@ import io
 import os
 import pickle
 import random
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -131,3 +132,16 @@ def check_format(ckpt: Any, path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not a lowlabel checkpoint (no '{FORMAT}' header)")
     return ckpt
+
+
+def unwrap_state_dict(state: Any, path: Path) -> Mapping[str, Any]:
+    """The state dict inside an authors' checkpoint (``{"state_dict"|"model"|"net": ...}`` or bare), with any
+    DDP ``module.`` prefix removed from its keys; ``UserError`` naming ``path`` when there is none."""
+    if isinstance(state, Mapping):
+        for key in ("state_dict", "model", "net"):
+            if isinstance(state.get(key), Mapping):
+                state = state[key]
+                break
+    if not isinstance(state, Mapping):
+        raise UserError(f"{path}: expected a state dict, found {type(state).__name__}")
+    return {k.removeprefix("module."): v for k, v in state.items()}

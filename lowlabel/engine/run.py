@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from lowlabel.engine.checkpoint import FORMAT, load_checkpoint
+from lowlabel.engine.checkpoint import FORMAT, load_checkpoint, unwrap_state_dict
 from lowlabel.engine.config import config_from_dict, load_config_file
 from lowlabel.engine.logging import write_metrics
 from lowlabel.errors import UserError
@@ -99,20 +98,13 @@ def _load_foreign(state: Any, path: Path, *, method_name: str | None, config: An
         raise UserError(f"{path}: not a lowlabel checkpoint; give the method and its --config to load foreign weights")
     method = method_module(method_name).build(config)
     nets = dict(method.networks())
-    if isinstance(state, Mapping):
-        for key in ("state_dict", "model", "net"):
-            if isinstance(state.get(key), Mapping):
-                state = state[key]
-                break
-    if not isinstance(state, Mapping):
-        raise UserError(f"{path}: expected a state dict, found {type(state).__name__}")
+    state = unwrap_state_dict(state, path)
     loader = getattr(method, "load_foreign_weights", None)
     if loader is not None:
         loader(nets, state)
     elif len(nets) == 1:
         net = next(iter(nets.values()))
-        cleaned = {k.removeprefix("module."): v for k, v in state.items()}
-        result = net.load_state_dict(cleaned, strict=False)
+        result = net.load_state_dict(state, strict=False)
         if len(result.missing_keys) == len(net.state_dict()):
             raise UserError(f"{path}: none of its keys match network {next(iter(nets))!r}")
     else:

@@ -14,11 +14,7 @@ from typing import Any
 import numpy as np
 
 from lowlabel.errors import UserError
-
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
-    "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
-)  # fmt: skip
+from lowlabel.structures import VOC_CLASSES
 
 
 def _lines(path: Path) -> list[tuple[int, str]]:

@@ -16,29 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-# PASCAL VOC's 20 names, so that code written against VOC class names runs unchanged on ShapesWorld.
-VOC_NAMES: tuple[str, ...] = (
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-)
+from lowlabel.structures import VOC_CLASSES
+
+VOC_NAMES = VOC_CLASSES  # re-exported: the one list lives in lowlabel.structures
 
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "aeroplane": ("plane", "airplane", "jet"),
