@@ -1,0 +1,86 @@
+"""Partial-activation diagnosis of a trained CAM run on ShapesWorld ``wsol/`` (issue 4 calibration).
+
+Loads a run folder written by ``lowlabel train cam`` (its ``config.yaml`` and, by default, its last checkpoint),
+computes the min-max normalised CAM of the ground-truth class of every image of a split at the original resolution
+(as the evaluation does), and reports the CAM mass on background / object / marking and
+
+``marking_ratio = (CAM mass on the marking / CAM mass on the object) / (marking area / object area)``
+
+(means over images), with the object masks of ``wsol/masks/`` and the marking masks of ``wsol/diagnostics/``.
+
+Example::
+
+    LOWLABEL_CACHE=/tmp/calib_cache python benchmarks/cam_marking_ratio.py --run /tmp/calib_runs/v12 --split val
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def mass_shares(cam: np.ndarray, obj: np.ndarray, mark: np.ndarray) -> tuple[float, float, float]:
+    """(object mass share, marking mass share, marking area share of the object) of a [0, 1] CAM."""
+    tot = float(cam.sum()) + 1e-12
+    return float(cam[obj].sum() / tot), float(cam[mark].sum() / tot), float(mark.sum() / max(obj.sum(), 1))
+
+
+def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt") -> dict:
+    """Mean CAM mass shares and marking ratio of the run's model on ``split``."""
+    from lowlabel.engine.run import load_method_from_run
+    from lowlabel.models.cam_heads import scoremaps_from_cams, select_class_cams
+
+    loaded = load_method_from_run(run / "checkpoints" / ckpt, method_name="cam")
+    method, model = loaded.method, loaded.nets["model"]
+    ds = method.data.dataset(split, train=False)
+    wsol_root = Path(method.data.image_root).parent.parent  # <wsol>/images/<DS>
+    obj_m, mark_m, area, ratios = [], [], [], []
+    ids = ds.image_ids[:limit] if limit else ds.image_ids
+    with torch.no_grad():
+        for i, image_id in enumerate(ids):
+            item = ds[i]
+            _, cams = model.cams(item["image"][None].float())
+            stem = Path(image_id).stem
+            obj = np.asarray(Image.open(wsol_root / "masks" / split / f"{stem}_mask.png")) > 0
+            mark = np.asarray(Image.open(wsol_root / "diagnostics" / split / f"{stem}_marking.png")) > 0
+            cam = scoremaps_from_cams(select_class_cams(cams, torch.tensor([item["label"]])), obj.shape)[0]
+            o, m, a = mass_shares(cam, obj, mark)
+            obj_m.append(o)
+            if a > 0:  # images whose marking is visible
+                mark_m.append(m)
+                area.append(a)
+                ratios.append((m / max(o, 1e-12)) / a)
+    return {
+        "run": str(run),
+        "checkpoint": ckpt,
+        "step": loaded.step,
+        "split": split,
+        "images": len(ids),
+        "cam_mass_background": 1.0 - float(np.mean(obj_m)),
+        "cam_mass_object": float(np.mean(obj_m)),
+        "cam_mass_marking": float(np.mean(mark_m)),
+        "marking_area_share": float(np.mean(area)),
+        "marking_ratio_of_means": (float(np.mean(mark_m)) / float(np.mean(obj_m))) / float(np.mean(area)),
+        "marking_ratio_median": float(np.median(ratios)),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--run", type=Path, required=True, help="run folder of `lowlabel train cam`")
+    p.add_argument("--split", default="val")
+    p.add_argument("--ckpt", default="last.ckpt", help="checkpoint file in <run>/checkpoints (the protocol: last)")
+    p.add_argument("--limit", type=int, default=None, help="only the first N images")
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    print(json.dumps(diagnose(args.run, args.split, args.limit, args.ckpt), indent=1))
+
+
+if __name__ == "__main__":
+    main()
