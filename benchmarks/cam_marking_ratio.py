@@ -30,12 +30,19 @@ def mass_shares(cam: np.ndarray, obj: np.ndarray, mark: np.ndarray) -> tuple[flo
     return float(cam[obj].sum() / tot), float(cam[mark].sum() / tot), float(mark.sum() / max(obj.sum(), 1))
 
 
-def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt") -> dict:
-    """Mean CAM mass shares and marking ratio of the run's model on ``split``."""
+def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt", data_root: str | None = None) -> dict:
+    """Mean CAM mass shares and marking ratio of the run's model on ``split`` (of ``data_root`` if given)."""
+    from dataclasses import replace
+
+    from lowlabel.engine.config import load_config_file
     from lowlabel.engine.run import load_method_from_run
+    from lowlabel.methods import method_module
     from lowlabel.models.cam_heads import scoremaps_from_cams, select_class_cams
 
-    loaded = load_method_from_run(run / "checkpoints" / ckpt, method_name="cam")
+    config = load_config_file(method_module("cam").CONFIG, run / "config.yaml")
+    if data_root:
+        config = replace(config, data=replace(config.data, root=data_root))
+    loaded = load_method_from_run(run / "checkpoints" / ckpt, method_name="cam", config=config)
     method, model = loaded.method, loaded.nets["model"]
     ds = method.data.dataset(split, train=False)
     wsol_root = Path(method.data.image_root).parent.parent  # <wsol>/images/<DS>
@@ -75,11 +82,12 @@ def main() -> None:
     p.add_argument("--run", type=Path, required=True, help="run folder of `lowlabel train cam`")
     p.add_argument("--split", default="val")
     p.add_argument("--ckpt", default="last.ckpt", help="checkpoint file in <run>/checkpoints (the protocol: last)")
+    p.add_argument("--data-root", default=None, help="read the images here instead of the run's data.root")
     p.add_argument("--limit", type=int, default=None, help="only the first N images")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(json.dumps(diagnose(args.run, args.split, args.limit, args.ckpt), indent=1))
+    print(json.dumps(diagnose(args.run, args.split, args.limit, args.ckpt, args.data_root), indent=1))
 
 
 if __name__ == "__main__":

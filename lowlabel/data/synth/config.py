@@ -3,7 +3,8 @@
 Every difficulty of DESIGN.md section 2 is a field here, so it can be turned up or down:
 partial activation (:class:`ObjectStyle`), context bias and clutter (:class:`SceneStyle`), objects per
 image, captions (:class:`COCOConfig`), video dynamics (:class:`DAVISConfig`) and domain shift
-(:class:`DomainsConfig`). The defaults are the calibrated ones (``benchmarks/README.md``, ShapesWorld).
+(:class:`DomainsConfig`). The defaults are the calibrated ones (``benchmarks/README.md``, ShapesWorld); ``wsol/``
+has its own calibrated object and scene styles (:class:`WSOLConfig`).
 """
 
 from __future__ import annotations
@@ -64,16 +65,28 @@ class SceneStyle:
     noise_std: float = 0.03
 
 
+def _wsol_obj() -> ObjectStyle:
+    return ObjectStyle(shape_bias=0.85, hue_bias=0.85)
+
+
+def _wsol_scene() -> SceneStyle:
+    return SceneStyle(object_scale=(0.55, 1.2), context_prob=0.1, distractors=(0, 1))
+
+
 @dataclass(frozen=True)
 class WSOLConfig:
-    """``wsol/``: one object per image, image-level label, boxes for val/test, masks for PxAP."""
+    """``wsol/``: one object per image, image-level label, boxes for val/test, masks for PxAP.
+
+    Its object and scene styles are calibrated for plain CAM on ``full`` (v1.2, ``benchmarks/README.md``):
+    larger objects (CUB-like), less context bias and clutter, and stronger body evidence than the shared defaults.
+    """
 
     num_train: int = 4000
     num_val: int = 500
     num_test: int = 1000
     num_classes: int = 10
-    obj: ObjectStyle = field(default_factory=ObjectStyle)
-    scene: SceneStyle = field(default_factory=SceneStyle)
+    obj: ObjectStyle = field(default_factory=_wsol_obj)
+    scene: SceneStyle = field(default_factory=_wsol_scene)
 
 
 @dataclass(frozen=True)
