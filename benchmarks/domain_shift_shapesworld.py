@@ -142,6 +142,14 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument(
+        "--also",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="more ShapesWorld folders whose domains/testB and testB_clean are scored with the same detector "
+        "(target-domain variants generated with other DomainsConfig settings)",
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -165,6 +173,11 @@ def main() -> None:
     res["relative_drop_target_vs_clean_twins"] = 1 - res["mAP50_target_testB"] / max(
         res["mAP50_testB_clean_twins"], 1e-9
     )
+    for other in a.also:
+        ann = other / "domains" / "annotations"
+        for key, folder in (("testB", "testB"), ("testB_clean", "testB_clean")):
+            ds = DetectionFolder(image_dir=other / "domains" / folder, annotations=ann / "testB.json")
+            res[f"{other.name}/mAP50_{key}"] = evaluate(net, ds)
     print(json.dumps(res, indent=1))
     if a.json:
         a.json.write_text(json.dumps(res, indent=1))
