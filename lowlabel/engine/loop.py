@@ -176,6 +176,7 @@ class _Loop:
         try:
             self._train()
             if self.state.last_eval.get("step") != self.state.step:
+                self._checkpoint(best=False)  # the trained weights are safe before a long final evaluation
                 self._evaluate_and_checkpoint()
             elif not (self.ckpt_dir / "last.ckpt").is_file():
                 self._checkpoint(best=False)

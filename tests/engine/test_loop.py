@@ -189,3 +189,31 @@ def test_unknown_monitor_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="trainer.monitor 'mIoU' is not a metric.*mse, neg_mse"):
         run_toy(cfg, tmp_path / "run")
     assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")["step"] == 2
+
+
+def test_a_run_killed_during_the_final_evaluation_resumes_without_retraining(tmp_path, monkeypatch):
+    """The weights are checkpointed before the final evaluation, so only the evaluation is redone."""
+    import lowlabel.engine.loop as loop
+
+    real_eval = loop.evaluate_nets
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # not an Exception: nothing after this point runs, like SIGKILL
+
+    monkeypatch.setattr(loop, "evaluate_nets", killed)
+    cfg = toy_config(trainer={"max_steps": 3})
+    with pytest.raises(KeyboardInterrupt):
+        method, _, _ = run_toy(cfg, tmp_path / "run")
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert ckpt["step"] == 3 and not (tmp_path / "run" / "metrics.json").exists()
+
+    calls = []
+    monkeypatch.setattr(loop, "evaluate_nets", lambda *a, **k: calls.append(1) or real_eval(*a, **k))
+    seed_everything(cfg.trainer.seed)
+    resumed = build(cfg)
+    result = fit(resumed, run_dir=tmp_path / "run", resume="auto", progress=False)
+    assert calls == [1] and resumed.ema_updates == 3  # no training step ran again
+    torch.testing.assert_close(
+        torch.cat([v.flatten() for v in ckpt["nets"]["model"].values()]), flat_weights(resumed), rtol=0, atol=0
+    )
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["mse"] == result.metrics["mse"]
