@@ -121,6 +121,8 @@ class MLCAM:
         return float(search.compute()["threshold"])
 
     def evaluate(self, nets: Mapping[str, nn.Module], split: str, out_dir: Path) -> EvalResult:
+        from lowlabel.metrics.semseg import BackgroundThresholdSearch
+
         model = nets["model"]
         model.eval()
         try:
@@ -131,8 +133,18 @@ class MLCAM:
                 cam, feats = self.cam_maps(model, image, labels)
                 return torch.cat([torch.full_like(cam[:1], t), cam]), feats
 
-            result = wsss.evaluate_maps(score, self.data, split, Path(out_dir), self.config.infer)
+            # IRN/SIPE eval_cam.py sweep the threshold on the scored split itself; report that number too
+            own = BackgroundThresholdSearch(self.num_classes + 1, thresholds=self.config.thresholds)
+
+            def sweep(scores: Tensor, gt: np.ndarray, labels: Tensor) -> None:
+                own.update(scores[1:].cpu().numpy(), gt.astype(np.int64), labels.cpu().numpy())
+
+            result = wsss.evaluate_maps(score, self.data, split, Path(out_dir), self.config.infer, on_scored=sweep)
             result.metrics["bg_threshold"] = t
+            if "mIoU" in result.metrics:
+                best = own.compute()
+                result.metrics["mIoU_own_best_threshold"] = float(best["mIoU"])
+                result.metrics["own_best_threshold"] = float(best["threshold"])
             return result
         finally:
             model.train()

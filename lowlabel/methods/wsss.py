@@ -375,12 +375,14 @@ def image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
     return miou_from_confusion(confusion_matrix(pred, gt, num_classes))
 
 
-def evaluate_maps(score_fn: ScoreFn, data: WSSSData, split: str, out_dir: Path, cfg: InferConfig) -> EvalResult:
+def evaluate_maps(score_fn: ScoreFn, data: WSSSData, split: str, out_dir: Path, cfg: InferConfig,
+                  on_scored: Callable[[Tensor, np.ndarray, Tensor], None] | None = None) -> EvalResult:
     """Seeds (argmax of the scores), pseudo masks (refined), their mIoU on ``split`` and CorLoc of the top boxes.
 
     Writes ``seeds/<id>.png``, ``pseudo/<id>.png`` (VOC palette), ``per_image.csv`` (seed mIoU per image)
     and report samples of kind ``"segmentation"`` into ``out_dir``. Images without a GT mask still get PNGs
     (so evaluating ``train_aug`` produces the pseudo masks of the whole training set) but are not scored.
+    ``on_scored(scores, gt, labels)`` is called for every image with a GT mask (``scores`` (K+1, H, W)).
     """
     from lowlabel.metrics.semseg import SegEvaluator
 
@@ -401,6 +403,8 @@ def evaluate_maps(score_fn: ScoreFn, data: WSSSData, split: str, out_dir: Path, 
             continue
         gt = np.asarray(s["mask"], dtype=np.uint8).reshape(r["seed"].shape)
         seed_eval.update(r["seed"], gt)
+        if on_scored is not None:
+            on_scored(r["scores"], gt, r["labels"])
         pseudo_eval.update(r["pseudo"], gt)
         score = image_miou(r["seed"], gt, k1)
         per_image[r["image_id"]] = score
@@ -429,6 +433,7 @@ def _seed_and_pseudo(score_fn: ScoreFn, sample: dict[str, Any], where: str, cfg:
         write_png(out_dir / "seeds" / f"{image_id}.png", seed)
         write_png(out_dir / "pseudo" / f"{image_id}.png", pseudo)
     return {"image_id": image_id, "labels": labels, "seed": seed, "pseudo": pseudo, "refined": refined.cpu().numpy(),
+            "scores": scores,
             "image": image_u8.permute(1, 2, 0).cpu().numpy().astype(np.uint8)}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,23 @@ def test_real_config_runs_on_a_fake_dataset_in_its_layout(name: str, tmp_path: P
     from .wsss_configs import CONFIGS, check_config
 
     check_config(mlcam, CONFIGS / "mlcam" / f"{name}.yaml", tmp_path)
+
+
+def test_own_split_threshold_sweep_matches_the_seeds_when_the_split_is_the_same(tmp_path: Path) -> None:
+    """With the threshold searched on the evaluated split, the eval_cam.py-style sweep must agree with the seeds."""
+    torch.manual_seed(0)
+    cfg = small_config(write_fake_voc(tmp_path / "voc"))
+    method = mlcam.build(dataclasses.replace(cfg, threshold_split="train"))
+    result = method.evaluate(method.networks(), "train", tmp_path / "eval")
+    m = result.metrics
+    assert m["own_best_threshold"] == m["bg_threshold"]
+    assert m["mIoU_own_best_threshold"] == pytest.approx(m["mIoU"], abs=1e-9)
+
+
+def test_own_split_threshold_sweep_is_at_least_the_held_out_choice(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    cfg = small_config(write_fake_voc(tmp_path / "voc"))
+    method = mlcam.build(dataclasses.replace(cfg, threshold_split="val"))
+    m = method.evaluate(method.networks(), "train", tmp_path / "eval").metrics
+    assert m["own_best_threshold"] in cfg.thresholds and m["bg_threshold"] in cfg.thresholds
+    assert m["mIoU_own_best_threshold"] >= m["mIoU"] - 1e-9
