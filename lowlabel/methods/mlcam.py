@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lowlabel.methods import wsss
+from lowlabel.methods import wsss, wsss_infer
 from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
 from lowlabel.methods.sipe import ModelConfig, SIPENet, build_backbone
 
@@ -139,7 +139,9 @@ class MLCAM:
             def sweep(scores: Tensor, gt: np.ndarray, labels: Tensor) -> None:
                 own.update(scores[1:].cpu().numpy(), gt.astype(np.int64), labels.cpu().numpy())
 
-            result = wsss.evaluate_maps(score, self.data, split, Path(out_dir), self.config.infer, on_scored=sweep)
+            result = wsss_infer.evaluate_maps(
+                score, self.data, split, Path(out_dir), self.config.infer, on_scored=sweep
+            )
             result.metrics["bg_threshold"] = t
             if "mIoU" in result.metrics:
                 best = own.compute()
@@ -165,7 +167,7 @@ class MLCAM:
             cam, feats = self.cam_maps(model, image, labels)
             return torch.cat([torch.full_like(cam[:1], t), cam]), feats
 
-        wsss.predict_folder(model, score, Path(inputs), Path(out), self.config.infer)
+        wsss_infer.predict_folder(model, score, Path(inputs), Path(out), self.config.infer)
 
 
 def build(cfg: MLCAMConfig) -> MLCAM:

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowlabel.errors import DataError
-from lowlabel.methods import wsss
+from lowlabel.methods import wsss, wsss_infer
 from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
 from lowlabel.report.samples import choose_sample_ids, save_sample, write_per_image
 from lowlabel.structures import IGNORE_INDEX
@@ -182,7 +182,7 @@ class Seg:
                 gt = np.asarray(s["mask"], dtype=np.uint8).reshape(pred.shape)
                 evaluator.update(pred, gt)
                 image_id = str(s["image_id"])
-                per_image[image_id] = wsss.image_miou(pred, gt, self.num_classes)
+                per_image[image_id] = wsss_infer.image_miou(pred, gt, self.num_classes)
                 if len(kept) < 64:  # small splits: keep the arrays to draw samples
                     kept[image_id] = {"image": image_u8.permute(1, 2, 0).numpy().astype(np.uint8), "gt": gt,
                                       "seed": pred}
@@ -214,7 +214,7 @@ class Seg:
             raise FileNotFoundError(f"no images (.jpg/.png/.bmp) found in {inputs}")
         for path in files:
             image_u8 = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
-            wsss.write_png(Path(out) / "masks" / f"{path.stem}.png", self.predict_ids(model, image_u8))
+            wsss_infer.write_png(Path(out) / "masks" / f"{path.stem}.png", self.predict_ids(model, image_u8))
 
 
 def build(cfg: SegConfig) -> Seg:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowlabel.losses import sipe as L
-from lowlabel.methods import wsss
+from lowlabel.methods import wsss, wsss_infer
 from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
 
 
@@ -286,7 +286,7 @@ class SIPE:
         model = nets["model"]
         model.eval()
         try:
-            return wsss.evaluate_maps(lambda img, lab: self.score_maps(model, img, lab), self.data, split,
+            return wsss_infer.evaluate_maps(lambda img, lab: self.score_maps(model, img, lab), self.data, split,
                                       Path(out_dir), self.config.infer)
         finally:
             model.train()
@@ -294,7 +294,7 @@ class SIPE:
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
         model = nets["model"]
         model.eval()
-        wsss.predict_folder(model, lambda img, lab: self.score_maps(model, img, lab), Path(inputs), Path(out),
+        wsss_infer.predict_folder(model, lambda img, lab: self.score_maps(model, img, lab), Path(inputs), Path(out),
                             self.config.infer)
 
 

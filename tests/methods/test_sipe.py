@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lowlabel.errors import DataError
-from lowlabel.methods import sipe, wsss
+from lowlabel.methods import sipe, wsss, wsss_infer
 from lowlabel.methods.base import TrainerConfig
 
 from .voc_fake import write_fake_voc
@@ -95,7 +95,7 @@ def test_label_file_not_matching_the_image_list_is_a_clear_error(tmp_path: Path)
 def test_seeds_are_argmax_over_background_and_present_classes() -> None:
     scores = torch.tensor([[0.2, 0.2], [0.9, 0.1], [0.5, 0.9]]).view(3, 1, 2)  # bg, class 1, class 2
     labels = torch.tensor([0.0, 1.0])  # only class 2 present: class 1's 0.9 must not win
-    assert wsss.present_argmax(scores, labels).tolist() == [[2, 2]]
+    assert wsss_infer.present_argmax(scores, labels).tolist() == [[2, 2]]
 
 
 def test_affinity_refine_spreads_scores_inside_a_feature_cluster() -> None:
@@ -103,7 +103,7 @@ def test_affinity_refine_spreads_scores_inside_a_feature_cluster() -> None:
     feats[0, :, :2] = 1.0  # left two pixels one cluster, right two the other
     feats[1, :, 2:] = 1.0
     scores = torch.tensor([[0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]]).view(2, 1, 4)
-    out = wsss.affinity_refine(scores, feats, beta=1.0, log2_steps=2)
+    out = wsss_infer.affinity_refine(scores, feats, beta=1.0, log2_steps=2)
     torch.testing.assert_close(out[1, 0], torch.tensor([0.5, 0.5, 0.0, 0.0]))  # class mass averaged over its cluster
     torch.testing.assert_close(out[0, 0], torch.tensor([0.0, 0.0, 1.0, 1.0]))
 
