@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 CSV_HEADER = "step,key,value\n"
+FLUSH_SECONDS = 30.0  # metrics.csv is flushed at least this often while a run logs
 
 
 class RunLogger:
@@ -58,6 +59,7 @@ class RunLogger:
         self._csv = open(self.csv_path, "a", newline="")  # noqa: SIM115 (lives as long as the run)
         if self._csv.tell() == 0:
             self._csv.write(CSV_HEADER)
+        self._flushed = time.monotonic()
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
@@ -73,6 +75,9 @@ class RunLogger:
             self._csv.write(f"{step},{_csv_field(key)},{text}\n")
             if self._tb is not None:
                 self._tb.add_scalar(key, value, step)
+        if time.monotonic() - self._flushed > FLUSH_SECONDS:  # `tail -f metrics.csv` shows a long run's progress
+            self._csv.flush()
+            self._flushed = time.monotonic()
 
     def offset(self) -> int:
         """Flush and return the CSV length in bytes (stored in checkpoints)."""
