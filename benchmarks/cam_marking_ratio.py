@@ -1,6 +1,7 @@
 """Partial-activation diagnosis of a trained CAM run on ShapesWorld ``wsol/`` (issue 4 calibration).
 
-Loads a run folder written by ``lowlabel train cam`` (its ``config.yaml`` and, by default, its last checkpoint),
+Loads a run folder written by ``lowlabel train cam`` or ``lowlabel train da_wsol`` (its ``config.yaml`` and, by
+default, its last checkpoint),
 computes the min-max normalised CAM of the ground-truth class of every image of a split at the original resolution
 (as the evaluation does), and reports the CAM mass on background / object / marking and
 
@@ -39,10 +40,11 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt", 
     from lowlabel.methods import method_module
     from lowlabel.models.cam_heads import scoremaps_from_cams, select_class_cams
 
-    config = load_config_file(method_module("cam").CONFIG, run / "config.yaml")
+    name = json.loads((run / "env.json").read_text())["method"]  # cam or da_wsol
+    config = load_config_file(method_module(name).CONFIG, run / "config.yaml")
     if data_root:
         config = replace(config, data=replace(config.data, root=data_root))
-    loaded = load_method_from_run(run / "checkpoints" / ckpt, method_name="cam", config=config)
+    loaded = load_method_from_run(run / "checkpoints" / ckpt, method_name=name, config=config)
     method, model = loaded.method, loaded.nets["model"]
     ds = method.data.dataset(split, train=False)
     wsol_root = Path(method.data.image_root).parent.parent  # <wsol>/images/<DS>
@@ -64,6 +66,7 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt", 
                 ratios.append((m / max(o, 1e-12)) / a)
     return {
         "run": str(run),
+        "method": name,
         "checkpoint": ckpt,
         "step": loaded.step,
         "split": split,
@@ -79,7 +82,7 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt", 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--run", type=Path, required=True, help="run folder of `lowlabel train cam`")
+    p.add_argument("--run", type=Path, required=True, help="run folder of `lowlabel train cam` or `da_wsol`")
     p.add_argument("--split", default="val")
     p.add_argument("--ckpt", default="last.ckpt", help="checkpoint file in <run>/checkpoints (the protocol: last)")
     p.add_argument("--data-root", default=None, help="read the images here instead of the run's data.root")
