@@ -90,9 +90,17 @@ class WSOLConfig:
     scene: SceneStyle = field(default_factory=_wsol_scene)
 
 
+def _voc_scene() -> SceneStyle:
+    return SceneStyle(object_scale=(0.4, 0.9), image_size=(112, 160), context_prob=0.1, distractors=(0, 1))
+
+
 @dataclass(frozen=True)
 class VOCConfig:
-    """``voc/``: several objects per image; segmentation PNGs for ``train``/``val``, XML for all."""
+    """``voc/``: several objects per image; segmentation PNGs for ``train``/``val``, XML for all.
+
+    Calibrated for plain multi-label CAM on ``full`` (v1.4, ``benchmarks/README.md``): the object style of ``wsol/``
+    and larger objects with less context bias and clutter than the shared defaults.
+    """
 
     num_train: int = 1000  # with SegmentationClass PNGs (VOC train: seeds are scored here)
     num_aug_extra: int = 2000  # ids only in train_aug (no PNG), like SBD
@@ -100,8 +108,8 @@ class VOCConfig:
     num_classes: int = 20
     objects: tuple[int, int] = (1, 3)
     boundary_px: int = 1  # half-width of the 255 band around object borders
-    obj: ObjectStyle = field(default_factory=ObjectStyle)
-    scene: SceneStyle = field(default_factory=lambda: SceneStyle(object_scale=(0.3, 0.75), image_size=(112, 160)))
+    obj: ObjectStyle = field(default_factory=_wsol_obj)
+    scene: SceneStyle = field(default_factory=_voc_scene)
 
 
 @dataclass(frozen=True)
