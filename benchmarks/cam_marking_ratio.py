@@ -9,6 +9,8 @@ computes the min-max normalised CAM of the ground-truth class of every image of 
 
 (means over images), with the object masks of ``wsol/masks/`` and the marking masks of ``wsol/diagnostics/``.
 
+``--task voc`` does the same for a multi-label CAM run on ``voc/`` (see :func:`diagnose_voc`).
+
 Example::
 
     LOWLABEL_CACHE=/tmp/calib_cache python benchmarks/cam_marking_ratio.py --run /tmp/calib_runs/v12 --split val
@@ -80,9 +82,65 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt", 
     }
 
 
+def diagnose_voc(
+    run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt", data_root: str | None = None
+) -> dict:
+    """The same shares for a multi-label CAM run (``lowlabel train mlcam``) on ShapesWorld ``voc/``.
+
+    Per image, the CAM is the pixel-wise maximum of the max-normalised CAMs of the present classes (the score the
+    seeds threshold); object = pixels of any class in the GT mask (255 boundary band excluded), marking = the union
+    of the visible markings of ``voc/diagnostics/<id>_marking.png``.
+    """
+    from dataclasses import replace
+
+    from lowlabel.engine.config import load_config_file
+    from lowlabel.engine.run import load_method_from_run
+    from lowlabel.methods import method_module, wsss
+
+    name = json.loads((run / "env.json").read_text())["method"]
+    config = load_config_file(method_module(name).CONFIG, run / "config.yaml")
+    if data_root:
+        config = replace(config, data=replace(config.data, root=data_root))
+    loaded = load_method_from_run(run / "checkpoints" / ckpt, method_name=name, config=config)
+    method, model = loaded.method, loaded.nets["model"]
+    model.eval()
+    ds = method.data.split(split)
+    obj_m, mark_m, area, ratios = [], [], [], []
+    n = min(limit, len(ds)) if limit else len(ds)
+    with torch.no_grad():
+        for i in range(n):
+            s = ds[i]
+            labels = s["labels"].float()
+            cams, _ = method.cam_maps(model, wsss.normalize_image(s["image"]), labels)
+            cam = cams.max(0).values.numpy()
+            gt = np.asarray(s["mask"]).reshape(cam.shape)
+            obj = (gt > 0) & (gt != 255)
+            mark = (np.asarray(Image.open(method.data.root / "diagnostics" / f"{s['image_id']}_marking.png")) > 0) & obj
+            o, m, a = mass_shares(cam, obj, mark)
+            obj_m.append(o)
+            if a > 0:
+                mark_m.append(m)
+                area.append(a)
+                ratios.append((m / max(o, 1e-12)) / a)
+    return {
+        "run": str(run),
+        "method": name,
+        "checkpoint": ckpt,
+        "split": split,
+        "images": n,
+        "cam_mass_background": 1.0 - float(np.mean(obj_m)),
+        "cam_mass_object": float(np.mean(obj_m)),
+        "cam_mass_marking": float(np.mean(mark_m)),
+        "marking_area_share": float(np.mean(area)),
+        "marking_ratio_of_means": (float(np.mean(mark_m)) / float(np.mean(obj_m))) / float(np.mean(area)),
+        "marking_ratio_median": float(np.median(ratios)),
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", type=Path, required=True, help="run folder of `lowlabel train cam` or `da_wsol`")
+    p.add_argument("--task", choices=["wsol", "voc"], default="wsol", help="voc: a `lowlabel train mlcam` run")
     p.add_argument("--split", default="val")
     p.add_argument("--ckpt", default="last.ckpt", help="checkpoint file in <run>/checkpoints (the protocol: last)")
     p.add_argument("--data-root", default=None, help="read the images here instead of the run's data.root")
@@ -90,7 +148,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(json.dumps(diagnose(args.run, args.split, args.limit, args.ckpt, args.data_root), indent=1))
+    fn = diagnose_voc if args.task == "voc" else diagnose
+    print(json.dumps(fn(args.run, args.split, args.limit, args.ckpt, args.data_root), indent=1))
 
 
 if __name__ == "__main__":
