@@ -287,7 +287,7 @@ class SIPE:
         model.eval()
         try:
             return wsss_infer.evaluate_maps(lambda img, lab: self.score_maps(model, img, lab), self.data, split,
-                                      Path(out_dir), self.config.infer)
+                                            Path(out_dir), self.config.infer)
         finally:
             model.train()
 
@@ -295,7 +295,7 @@ class SIPE:
         model = nets["model"]
         model.eval()
         wsss_infer.predict_folder(model, lambda img, lab: self.score_maps(model, img, lab), Path(inputs), Path(out),
-                            self.config.infer)
+                                  self.config.infer)
 
 
 def build(cfg: SIPEConfig) -> SIPE:

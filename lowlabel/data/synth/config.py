@@ -65,7 +65,8 @@ class SceneStyle:
     noise_std: float = 0.03
 
 
-def _wsol_obj() -> ObjectStyle:
+def _calibrated_obj() -> ObjectStyle:
+    """Object style of ``wsol/`` (v1.3) and ``voc/`` (v1.4): strong body evidence, an opaque marking."""
     return ObjectStyle(shape_bias=0.85, hue_bias=0.85, marking_strength=(0.85, 1.0))
 
 
@@ -86,7 +87,7 @@ class WSOLConfig:
     num_val: int = 500
     num_test: int = 1000
     num_classes: int = 10
-    obj: ObjectStyle = field(default_factory=_wsol_obj)
+    obj: ObjectStyle = field(default_factory=_calibrated_obj)
     scene: SceneStyle = field(default_factory=_wsol_scene)
 
 
@@ -108,7 +109,7 @@ class VOCConfig:
     num_classes: int = 20
     objects: tuple[int, int] = (1, 3)
     boundary_px: int = 1  # half-width of the 255 band around object borders
-    obj: ObjectStyle = field(default_factory=_wsol_obj)
+    obj: ObjectStyle = field(default_factory=_calibrated_obj)
     scene: SceneStyle = field(default_factory=_voc_scene)
 
 
