@@ -4,8 +4,10 @@ The same backbone, data, optimiser and budget as :mod:`lowlabel.methods.sipe`, t
 classification loss only (``multilabel_soft_margin(GAP(cam), y)``; IRN's ``train_cam``). Seeds are the
 conventional ones: multi-scale + flip CAMs of the image's classes, normalised by their max, against a
 constant background score ``t``; ``t`` is chosen on the ``threshold_split`` (VOC: val) by the scoring
-suite's :func:`lowlabel.metrics.semseg.best_background_threshold`, then applied to the evaluated split.
-This answers SIPE issues #9/#14 (the CAM baseline could not be reproduced): it is a config, not a fork.
+suite's :func:`lowlabel.metrics.semseg.best_background_threshold`, then applied to the evaluated split
+(``mIoU``). ``mIoU_own_best_threshold`` / ``own_best_threshold`` are the same seeds with ``t`` swept on the evaluated
+split itself, as IRN/SIPE's ``eval_cam.py`` report the baseline. This answers SIPE issues #9/#14 (the CAM
+baseline could not be reproduced): it is a config, not a fork.
 """
 
 from __future__ import annotations
