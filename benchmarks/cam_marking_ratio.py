@@ -9,7 +9,7 @@ computes the min-max normalised CAM of the ground-truth class of every image of 
 
 (means over images), with the object masks of ``wsol/masks/`` and the marking masks of ``wsol/diagnostics/``.
 
-``--task voc`` does the same for a multi-label CAM run on ``voc/`` (see :func:`diagnose_voc`).
+``--task voc`` does the same for a multi-label CAM run on ``voc/`` (see :func:`_voc_maps`).
 
 Example::
 
@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,33 +35,69 @@ def mass_shares(cam: np.ndarray, obj: np.ndarray, mark: np.ndarray) -> tuple[flo
     return float(cam[obj].sum() / tot), float(cam[mark].sum() / tot), float(mark.sum() / max(obj.sum(), 1))
 
 
-def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt", data_root: str | None = None) -> dict:
-    """Mean CAM mass shares and marking ratio of the run's model on ``split`` (of ``data_root`` if given)."""
+def _load(run: Path, ckpt: str, data_root: str | None) -> tuple[str, Any]:
+    """The run's method name and its loaded method + nets (eval mode), optionally on another data root."""
     from dataclasses import replace
 
     from lowlabel.engine.config import load_config_file
     from lowlabel.engine.run import load_method_from_run
     from lowlabel.methods import method_module
-    from lowlabel.models.cam_heads import scoremaps_from_cams, select_class_cams
 
-    name = json.loads((run / "env.json").read_text())["method"]  # cam or da_wsol
+    name = json.loads((run / "env.json").read_text())["method"]  # cam, da_wsol or mlcam
     config = load_config_file(method_module(name).CONFIG, run / "config.yaml")
     if data_root:
         config = replace(config, data=replace(config.data, root=data_root))
-    loaded = load_method_from_run(run / "checkpoints" / ckpt, method_name=name, config=config)
-    method, model = loaded.method, loaded.nets["model"]
+    return name, load_method_from_run(run / "checkpoints" / ckpt, method_name=name, config=config)
+
+
+def _wsol_maps(method: Any, model: Any, split: str, limit: int | None) -> Iterator[tuple[np.ndarray, ...]]:
+    """(CAM of the GT class at the original resolution, object mask, marking mask) per ``wsol/`` image."""
+    from lowlabel.models.cam_heads import scoremaps_from_cams, select_class_cams
+
     ds = method.data.dataset(split, train=False)
     wsol_root = Path(method.data.image_root).parent.parent  # <wsol>/images/<DS>
+    for i, image_id in enumerate(ds.image_ids[:limit] if limit else ds.image_ids):
+        item = ds[i]
+        _, cams = model.cams(item["image"][None].float())
+        stem = Path(image_id).stem
+        obj = np.asarray(Image.open(wsol_root / "masks" / split / f"{stem}_mask.png")) > 0
+        mark = np.asarray(Image.open(wsol_root / "diagnostics" / split / f"{stem}_marking.png")) > 0
+        cam = scoremaps_from_cams(select_class_cams(cams, torch.tensor([item["label"]])), obj.shape)[0]
+        yield cam, obj, mark
+
+
+def _voc_maps(method: Any, model: Any, split: str, limit: int | None) -> Iterator[tuple[np.ndarray, ...]]:
+    """(pixel-wise max of the present classes' CAMs, object mask, marking mask) per ``voc/`` image.
+
+    The CAM is the score the seeds threshold; object = pixels of any class in the GT mask (255 boundary band
+    excluded), marking = the union of the visible markings of ``voc/diagnostics/<id>_marking.png``.
+    """
+    from lowlabel.methods import wsss
+
+    ds = method.data.split(split)
+    for i in range(min(limit, len(ds)) if limit else len(ds)):
+        s = ds[i]
+        cams, _ = method.cam_maps(model, wsss.normalize_image(s["image"]), s["labels"].float())
+        cam = cams.max(0).values.numpy()
+        gt = np.asarray(s["mask"]).reshape(cam.shape)
+        obj = (gt > 0) & (gt != 255)
+        mark = np.asarray(Image.open(method.data.root / "diagnostics" / f"{s['image_id']}_marking.png")) > 0
+        yield cam, obj, mark & obj
+
+
+def diagnose(
+    run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt", data_root: str | None = None,
+    task: str = "wsol",
+) -> dict:
+    """Mean CAM mass shares and marking ratio of the run's model on ``split`` (of ``data_root`` if given).
+
+    ``task="wsol"``: a ``cam`` / ``da_wsol`` run on ``wsol/``; ``task="voc"``: an ``mlcam`` run on ``voc/``.
+    """
+    name, loaded = _load(run, ckpt, data_root)
+    maps = {"wsol": _wsol_maps, "voc": _voc_maps}[task]
     obj_m, mark_m, area, ratios = [], [], [], []
-    ids = ds.image_ids[:limit] if limit else ds.image_ids
     with torch.no_grad():
-        for i, image_id in enumerate(ids):
-            item = ds[i]
-            _, cams = model.cams(item["image"][None].float())
-            stem = Path(image_id).stem
-            obj = np.asarray(Image.open(wsol_root / "masks" / split / f"{stem}_mask.png")) > 0
-            mark = np.asarray(Image.open(wsol_root / "diagnostics" / split / f"{stem}_marking.png")) > 0
-            cam = scoremaps_from_cams(select_class_cams(cams, torch.tensor([item["label"]])), obj.shape)[0]
+        for cam, obj, mark in maps(loaded.method, loaded.nets["model"], split, limit):
             o, m, a = mass_shares(cam, obj, mark)
             obj_m.append(o)
             if a > 0:  # images whose marking is visible
@@ -72,62 +110,7 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt", 
         "checkpoint": ckpt,
         "step": loaded.step,
         "split": split,
-        "images": len(ids),
-        "cam_mass_background": 1.0 - float(np.mean(obj_m)),
-        "cam_mass_object": float(np.mean(obj_m)),
-        "cam_mass_marking": float(np.mean(mark_m)),
-        "marking_area_share": float(np.mean(area)),
-        "marking_ratio_of_means": (float(np.mean(mark_m)) / float(np.mean(obj_m))) / float(np.mean(area)),
-        "marking_ratio_median": float(np.median(ratios)),
-    }
-
-
-def diagnose_voc(
-    run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt", data_root: str | None = None
-) -> dict:
-    """The same shares for a multi-label CAM run (``lowlabel train mlcam``) on ShapesWorld ``voc/``.
-
-    Per image, the CAM is the pixel-wise maximum of the max-normalised CAMs of the present classes (the score the
-    seeds threshold); object = pixels of any class in the GT mask (255 boundary band excluded), marking = the union
-    of the visible markings of ``voc/diagnostics/<id>_marking.png``.
-    """
-    from dataclasses import replace
-
-    from lowlabel.engine.config import load_config_file
-    from lowlabel.engine.run import load_method_from_run
-    from lowlabel.methods import method_module, wsss
-
-    name = json.loads((run / "env.json").read_text())["method"]
-    config = load_config_file(method_module(name).CONFIG, run / "config.yaml")
-    if data_root:
-        config = replace(config, data=replace(config.data, root=data_root))
-    loaded = load_method_from_run(run / "checkpoints" / ckpt, method_name=name, config=config)
-    method, model = loaded.method, loaded.nets["model"]
-    model.eval()
-    ds = method.data.split(split)
-    obj_m, mark_m, area, ratios = [], [], [], []
-    n = min(limit, len(ds)) if limit else len(ds)
-    with torch.no_grad():
-        for i in range(n):
-            s = ds[i]
-            labels = s["labels"].float()
-            cams, _ = method.cam_maps(model, wsss.normalize_image(s["image"]), labels)
-            cam = cams.max(0).values.numpy()
-            gt = np.asarray(s["mask"]).reshape(cam.shape)
-            obj = (gt > 0) & (gt != 255)
-            mark = (np.asarray(Image.open(method.data.root / "diagnostics" / f"{s['image_id']}_marking.png")) > 0) & obj
-            o, m, a = mass_shares(cam, obj, mark)
-            obj_m.append(o)
-            if a > 0:
-                mark_m.append(m)
-                area.append(a)
-                ratios.append((m / max(o, 1e-12)) / a)
-    return {
-        "run": str(run),
-        "method": name,
-        "checkpoint": ckpt,
-        "split": split,
-        "images": n,
+        "images": len(obj_m),
         "cam_mass_background": 1.0 - float(np.mean(obj_m)),
         "cam_mass_object": float(np.mean(obj_m)),
         "cam_mass_marking": float(np.mean(mark_m)),
@@ -148,8 +131,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    fn = diagnose_voc if args.task == "voc" else diagnose
-    print(json.dumps(fn(args.run, args.split, args.limit, args.ckpt, args.data_root), indent=1))
+    print(json.dumps(diagnose(args.run, args.split, args.limit, args.ckpt, args.data_root, args.task), indent=1))
 
 
 if __name__ == "__main__":
