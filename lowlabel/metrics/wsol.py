@@ -15,10 +15,11 @@ Conventions reproduced on purpose (DESIGN.md section 5):
 * CAM thresholds are ``np.arange(0, 1, interval)``; MaxBoxAcc is the max over them;
 * PxAP: score histograms over bins ``thresholds + [1, 2, 3]``, cumulative precision/recall.
 
-Speed: instead of one ``findContours`` call per CAM threshold, each image is processed once per
-*distinct binary mask* (at most 256, since the map is uint8), cropped to the foreground bounding box
-(contours of the crop equal those of the full map), with boxes, contour areas and IoUs vectorised.
-The numbers are identical to the per-threshold loop (``tests/metrics/test_wsol.py`` checks it).
+Speed: instead of one ``findContours`` call per CAM threshold, each image is processed once for all
+thresholds by two union-find passes over its pixels sorted by value (:mod:`lowlabel.metrics.wsol_tree`,
+compiled with numba), which yield the same boxes and V1 choices; the few levels they leave open are given
+to ``findContours``. Boxes and IoUs are vectorised. The numbers are identical to the per-threshold loop
+(``tests/metrics/test_wsol.py`` and ``tests/metrics/test_wsol_tree.py`` check it).
 """
 
 from __future__ import annotations
@@ -215,12 +216,27 @@ def _contour_boxes_and_areas(contours: list[np.ndarray], width: int, height: int
     return boxes, area2
 
 
+def _first_largest(contours: list[np.ndarray], counts: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Per level with contours, the box of the first contour of largest ``contourArea`` ``(L_nonempty, 4)``."""
+    boxes, area2 = _contour_boxes_and_areas(contours, width, height)
+    has = counts > 0
+    starts = (np.cumsum(counts) - counts)[has]
+    level_max = np.maximum.reduceat(area2, starts)  # (L_nonempty,)
+    is_max = area2 == np.repeat(level_max, counts[has])
+    first = np.minimum.reduceat(np.where(is_max, np.arange(len(contours)), len(contours)), starts)
+    return boxes[first]
+
+
 def level_boxes(u8: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Boxes of the binary masks ``u8 > level`` for each level.
+    """Boxes of the contours of the binary masks ``u8 > level`` for each level.
+
+    The boxes come from component trees (:mod:`lowlabel.metrics.wsol_tree`), which give the same box sets
+    and V1 choices as ``findContours``. The rare levels the trees leave open (a component inside a hole,
+    or a V1 tie that depends on ``findContours``'s contour order) are computed by ``findContours``.
 
     Args:
         u8: quantised score map ``(H, W)`` uint8.
-        levels: ``(L,)`` int cuts.
+        levels: ``(L,)`` distinct int cuts.
 
     Returns:
         ``all_boxes`` (M, 4) int64, every contour's box for every level, level by level;
@@ -228,25 +244,43 @@ def level_boxes(u8: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndar
         ``(0, 0, 0, 0)`` when the mask is empty);
         ``largest`` (L, 4) int64: the V1 box (first contour of largest area) per level.
     """
+    from lowlabel.metrics.wsol_tree import group_by_level, tree_level_boxes
+
+    height, width = u8.shape
+    levels = np.asarray(levels, dtype=np.int64)
+    rows, largest, needs_order, nested = tree_level_boxes(u8, levels)
+    redo = np.flatnonzero(needs_order | nested)
+    if redo.size:
+        contours, counts = _level_contours(u8, levels[redo])
+        if contours:
+            largest[redo[counts > 0]] = _first_largest(contours, counts, width, height)
+        if nested.any():
+            rows[nested[rows[:, 4]], 4] = -1  # replaced by findContours's boxes
+            from_contours = np.repeat(nested[redo], counts)
+            if from_contours.any():
+                found, _ = _contour_boxes_and_areas(contours, width, height)
+                found_level = np.repeat(redo, counts)[from_contours]
+                rows = np.concatenate([rows, np.column_stack([found[from_contours], found_level])])
+    all_boxes, offsets = group_by_level(rows, len(levels))
+    return all_boxes, offsets, largest
+
+
+def contour_level_boxes(u8: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`level_boxes` from ``findContours`` on every level (the slower path, kept as a cross-check)."""
     height, width = u8.shape
     n_levels = len(levels)
     contours, counts = _level_contours(u8, np.asarray(levels, dtype=np.int64))
     largest = np.zeros((n_levels, 4), dtype=np.int64)
-    sizes = np.maximum(counts, 1)  # an empty mask contributes the box (0, 0, 0, 0)
+    sizes = np.maximum(counts, 1)
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     all_boxes = np.zeros((int(offsets[-1]), 4), dtype=np.int64)
     if not contours:
         return all_boxes, offsets, largest
-    boxes, area2 = _contour_boxes_and_areas(contours, width, height)
-    has = counts > 0
-    contour_level = np.repeat(np.arange(n_levels), counts)  # (n,)
-    rank = np.arange(len(contours)) - np.repeat(np.cumsum(counts) - counts, counts)  # index within its level
+    boxes, _ = _contour_boxes_and_areas(contours, width, height)
+    contour_level = np.repeat(np.arange(n_levels), counts)
+    rank = np.arange(len(contours)) - np.repeat(np.cumsum(counts) - counts, counts)
     all_boxes[offsets[contour_level] + rank] = boxes
-    starts = (np.cumsum(counts) - counts)[has]
-    level_max = np.maximum.reduceat(area2, starts)  # (L_nonempty,)
-    is_max = area2 == np.repeat(level_max, counts[has])
-    first = np.minimum.reduceat(np.where(is_max, np.arange(len(contours)), len(contours)), starts)
-    largest[has] = boxes[first]
+    largest[counts > 0] = _first_largest(contours, counts, width, height)
     return all_boxes, offsets, largest
 
 
@@ -260,7 +294,8 @@ def boxes_from_scoremap(scoremap: Any, thresholds: Any, multi_contour: bool = Tr
 
     Returns:
         list of T int64 arrays ``(n_t, 4)``, inclusive ``x0, y0, x1, y1`` on the score-map grid;
-        ``[[0, 0, 0, 0]]`` where nothing is above the threshold.
+        ``[[0, 0, 0, 0]]`` where nothing is above the threshold. With ``multi_contour`` the boxes are those
+        of ``findContours``'s contours, in another order.
     """
     u8 = quantize(check_scoremap(scoremap))
     levels, index = threshold_levels(u8, np.asarray(thresholds))

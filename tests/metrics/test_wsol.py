@@ -61,6 +61,8 @@ def test_boxes_match_naive_loop(multi: bool) -> None:
         slow = naive_boxes(cam, thresholds, multi)
         assert len(fast) == len(slow)
         for a, b in zip(fast, slow):
+            if multi:  # V2 is a set of boxes (the best IoU over them); their order is not findContours's
+                a, b = np.unique(a, axis=0), np.unique(b, axis=0)
             np.testing.assert_array_equal(a, b)
 
 
