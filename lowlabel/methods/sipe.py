@@ -55,7 +55,7 @@ class ModelConfig:
     # lowlabel.models.backbones name ("resnet_small": the stride-8 ShapesWorld net shared with CAM/DA-WSOL).
     backbone: str = "resnet50_os16"
     frozen_bn: bool = True  # IRN's FixedBatchNorm (needs pretrained statistics); False when training from scratch
-    pretrained: str = ""  # "", "torchvision" (download the ImageNet weights) or a local torchvision state dict
+    pretrained: str = ""  # "", "torchvision" (ImageNet weights), a torchvision state dict; resnet_small: a lowlabel run
     freeze_stem: bool = True  # the official code freezes conv1/bn1
     detach_stage: int = 2  # x_k.detach() after stage k (official: 2, so stages 0-2 get no gradient); 0 = off
     side_channels: tuple[int, int, int, int] = (128, 128, 256, 256)  # official side1..side4 widths

@@ -19,7 +19,9 @@ al. CVPR 2020), rebuilt here from torchvision modules:
 * ``resnet_small``: a 4-stage, one-block-per-stage ResNet (stride 8, D=256) for ShapesWorld on CPU.
 
 ``pretrained`` is a local file (``.pth``/``.pt`` state dict or ``.safetensors``) in torchvision's
-key layout; nothing is ever downloaded.
+key layout; nothing is ever downloaded. ``resnet_small`` has no public weights: its ``pretrained`` is a
+lowlabel run's checkpoint or a ``save_pretrained`` folder whose network has a ``resnet_small`` backbone
+(e.g. a ``lowlabel train cam`` run on ShapesWorld ``wsol/``), whose ``backbone.body.*`` weights are loaded.
 """
 
 from __future__ import annotations
@@ -91,9 +93,10 @@ def build_backbone(*, name: str, pretrained: str = "", large_feature_map: bool =
     if name == "inception_v3":
         return _inception_v3(pretrained, large_feature_map)
     if name == "resnet_small":
+        net = _resnet_small((width, 2 * width, 4 * width, 8 * width))
         if pretrained:
-            raise ValueError("backbone resnet_small has no pretrained weights; set pretrained to ''")
-        return _resnet_small((width, 2 * width, 4 * width, 8 * width))
+            load_lowlabel_body(net, pretrained)
+        return net
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
 
 
@@ -121,6 +124,35 @@ def load_torchvision_weights(model: nn.Module, path: str) -> None:
     if missing or unexpected:
         raise ValueError(f"{file}: not a torchvision state dict for this backbone "
                          f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+
+
+def load_lowlabel_body(model: CAMBackbone, path: str) -> None:
+    """Load the ``backbone.body.*`` weights of a lowlabel checkpoint / ``save_pretrained`` folder into ``model``.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: no network in it has backbone body weights, or they do not fit ``model.body``.
+    """
+    from lowlabel.pretrained import load_weights
+
+    nets = load_weights(path)
+    marker = "backbone.body."
+    body = {}
+    for net in nets.values():
+        for key, value in net.items():
+            if key.startswith(marker) or f".{marker}" in key:
+                body[key[key.index(marker) + len("backbone.") :]] = value
+    if not body:
+        raise ValueError(f"{path}: no backbone.body.* weights (expected a lowlabel run of a resnet_small method)")
+    expected = {k for k in model.state_dict() if k.startswith("body.")}
+    if set(body) != expected:
+        raise ValueError(f"{path}: backbone weights do not fit this resnet_small (missing "
+                         f"{sorted(expected - set(body))[:3]}, unexpected {sorted(set(body) - expected)[:3]})")
+    try:
+        model.load_state_dict(body, strict=False)
+    except RuntimeError as err:  # shape mismatch (another width)
+        detail = str(err).splitlines()[-1].strip()
+        raise ValueError(f"{path}: backbone weights do not fit this resnet_small: {detail}") from None
 
 
 def _resnet50(pretrained: str, large_feature_map: bool) -> CAMBackbone:

@@ -78,3 +78,32 @@ def test_pretrained_local_file(tmp_path) -> None:
         load_torchvision_weights(resnet50(weights=None), str(tmp_path / "bad.pth"))
     with pytest.raises(ValueError, match="unknown backbone"):
         build_backbone(name="resnet9000")
+
+
+def test_resnet_small_from_a_lowlabel_run(tmp_path) -> None:
+    """resnet_small's ``pretrained`` is a toolkit checkpoint: its ``backbone.body.*`` weights are loaded."""
+    from torch import nn
+
+    from lowlabel.pretrained import save_pretrained
+
+    class Net(nn.Module):  # a method's network: a backbone plus a head that must be ignored
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.backbone = build_backbone(name="resnet_small", width=width)
+            self.head = nn.Conv2d(8 * width, 3, 1)
+
+    torch.manual_seed(0)
+    src = Net(4)
+    save_pretrained({"model": src}, tmp_path / "run")
+    bb = build_backbone(name="resnet_small", width=4, pretrained=str(tmp_path / "run"))
+    for key, value in bb.state_dict().items():
+        assert torch.equal(value, src.backbone.state_dict()[key]), key
+    fresh = build_backbone(name="resnet_small", width=4)
+    assert not torch.equal(fresh.body[1].conv1.weight, bb.body[1].conv1.weight)
+    with pytest.raises(ValueError, match="do not fit"):
+        build_backbone(name="resnet_small", width=8, pretrained=str(tmp_path / "run"))
+    save_pretrained({"model": nn.Linear(2, 2)}, tmp_path / "other")
+    with pytest.raises(ValueError, match="no backbone.body"):
+        build_backbone(name="resnet_small", width=4, pretrained=str(tmp_path / "other"))
+    with pytest.raises(FileNotFoundError):
+        build_backbone(name="resnet_small", width=4, pretrained=str(tmp_path / "missing"))
