@@ -59,6 +59,7 @@ class ModelConfig:
     freeze_stem: bool = True  # the official code freezes conv1/bn1
     detach_stage: int = 2  # x_k.detach() after stage k (official: 2, so stages 0-2 get no gradient); 0 = off
     side_channels: tuple[int, int, int, int] = (128, 128, 256, 256)  # official side1..side4 widths
+    width: int = 32  # resnet_small only: first-stage channels (then x2, x4, x8)
 
     def __post_init__(self) -> None:
         if not 0 <= self.detach_stage <= 4:
@@ -192,7 +193,7 @@ def build_backbone(cfg: ModelConfig) -> nn.Module:
                             pretrained=cfg.pretrained, freeze_stem=cfg.freeze_stem)
     from lowlabel.models import backbones
 
-    return backbones.build_backbone(name=cfg.backbone, pretrained=cfg.pretrained)
+    return backbones.build_backbone(name=cfg.backbone, pretrained=cfg.pretrained, width=cfg.width)
 
 
 def sipe_maps(out: NetOutput, valid: Tensor, params: SIPEParams, *, seed_features: Tensor) -> dict[str, Tensor]:

@@ -165,3 +165,10 @@ def test_crf_refinement_is_optional_and_named_when_missing() -> None:
         pytest.skip("pydensecrf is installed")
     with pytest.raises(ValueError, match="pydensecrf"):
         wsss.InferConfig(refine="crf")
+
+
+def test_resnet_small_width_is_configurable() -> None:
+    from lowlabel.methods.sipe import ModelConfig, build_backbone
+
+    cfg = ModelConfig(backbone="resnet_small", width=8, frozen_bn=False, freeze_stem=False, detach_stage=0)
+    assert build_backbone(cfg).num_features == 64  # 8 * width
