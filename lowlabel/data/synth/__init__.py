@@ -18,7 +18,7 @@ from lowlabel.data.synth.manifest import MANIFEST, build_manifest
 from lowlabel.data.synth.parallel import default_workers
 from lowlabel.errors import UserError
 
-GENERATOR_VERSION = "1.4"
+GENERATOR_VERSION = "1.5"
 KINDS: tuple[str, ...] = ("wsol", "voc", "davis", "coco", "domains")
 
 

@@ -66,8 +66,13 @@ class SceneStyle:
 
 
 def _calibrated_obj() -> ObjectStyle:
-    """Object style of ``wsol/`` (v1.3) and ``voc/`` (v1.4): strong body evidence, an opaque marking."""
+    """Object style of ``wsol/`` (v1.3): strong body evidence, an opaque marking."""
     return ObjectStyle(shape_bias=0.85, hue_bias=0.85, marking_strength=(0.85, 1.0))
+
+
+def _voc_obj() -> ObjectStyle:
+    """Object style of ``voc/`` (v1.5): the opaque marking of ``wsol/`` with the shared (weaker) body evidence."""
+    return ObjectStyle(shape_bias=0.7, hue_bias=0.7, marking_strength=(0.85, 1.0))
 
 
 def _wsol_scene() -> SceneStyle:
@@ -92,15 +97,15 @@ class WSOLConfig:
 
 
 def _voc_scene() -> SceneStyle:
-    return SceneStyle(object_scale=(0.4, 0.9), image_size=(112, 160), context_prob=0.1, distractors=(0, 1))
+    return SceneStyle(object_scale=(0.5, 0.95), image_size=(112, 160), context_prob=0.1, distractors=(0, 1))
 
 
 @dataclass(frozen=True)
 class VOCConfig:
     """``voc/``: several objects per image; segmentation PNGs for ``train``/``val``, XML for all.
 
-    Calibrated for plain multi-label CAM on ``full`` (v1.4, ``benchmarks/README.md``): the object style of ``wsol/``
-    and larger objects with less context bias and clutter than the shared defaults.
+    Calibrated for plain multi-label CAM on ``full`` (v1.5, ``benchmarks/README.md``): ``wsol/``'s opaque marking
+    on the shared body evidence, and larger objects with less context bias and clutter than the shared defaults.
     """
 
     num_train: int = 1000  # with SegmentationClass PNGs (VOC train: seeds are scored here)
@@ -109,7 +114,7 @@ class VOCConfig:
     num_classes: int = 20
     objects: tuple[int, int] = (1, 3)
     boundary_px: int = 1  # half-width of the 255 band around object borders
-    obj: ObjectStyle = field(default_factory=_calibrated_obj)
+    obj: ObjectStyle = field(default_factory=_voc_obj)
     scene: SceneStyle = field(default_factory=_voc_scene)
 
 
