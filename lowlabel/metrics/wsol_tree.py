@@ -309,7 +309,7 @@ def _descending(
     for k in range(255, -1, -1):
         v = k + 1
         if v <= 255:
-            for j in range(start_e[v], start_e[v + 1]):  # e >= u: the filled set grows first
+            for j in range(start_e[v], start_e[v + 1]):  # the pixels with e = k + 1 join the filled set e > k
                 p = order_e[j]
                 mask = _neighbour_mask(inside, p, ring)
                 _new_node(state, p, xy_e[j, 0], xy_e[j, 1])
