@@ -216,14 +216,14 @@ def _contour_boxes_and_areas(contours: list[np.ndarray], width: int, height: int
     return boxes, area2
 
 
-def _first_largest(contours: list[np.ndarray], counts: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Per level with contours, the box of the first contour of largest ``contourArea`` ``(L_nonempty, 4)``."""
-    boxes, area2 = _contour_boxes_and_areas(contours, width, height)
+def _first_largest(boxes: np.ndarray, area2: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per level with contours, the box of the first contour of largest ``contourArea`` ``(L_nonempty, 4)``,
+    from the contours' boxes and doubled areas (:func:`_contour_boxes_and_areas`) and the contours per level."""
     has = counts > 0
     starts = (np.cumsum(counts) - counts)[has]
     level_max = np.maximum.reduceat(area2, starts)  # (L_nonempty,)
     is_max = area2 == np.repeat(level_max, counts[has])
-    first = np.minimum.reduceat(np.where(is_max, np.arange(len(contours)), len(contours)), starts)
+    first = np.minimum.reduceat(np.where(is_max, np.arange(len(area2)), len(area2)), starts)
     return boxes[first]
 
 
@@ -253,12 +253,12 @@ def level_boxes(u8: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray, np.ndar
     if redo.size:
         contours, counts = _level_contours(u8, levels[redo])
         if contours:
-            largest[redo[counts > 0]] = _first_largest(contours, counts, width, height)
+            found, area2 = _contour_boxes_and_areas(contours, width, height)
+            largest[redo[counts > 0]] = _first_largest(found, area2, counts)
         if nested.any():
             rows[nested[rows[:, 4]], 4] = -1  # replaced by findContours's boxes
             from_contours = np.repeat(nested[redo], counts)
             if from_contours.any():
-                found, _ = _contour_boxes_and_areas(contours, width, height)
                 found_level = np.repeat(redo, counts)[from_contours]
                 rows = np.concatenate([rows, np.column_stack([found[from_contours], found_level])])
     all_boxes, offsets = group_by_level(rows, len(levels))
@@ -276,11 +276,11 @@ def contour_level_boxes(u8: np.ndarray, levels: np.ndarray) -> tuple[np.ndarray,
     all_boxes = np.zeros((int(offsets[-1]), 4), dtype=np.int64)
     if not contours:
         return all_boxes, offsets, largest
-    boxes, _ = _contour_boxes_and_areas(contours, width, height)
+    boxes, area2 = _contour_boxes_and_areas(contours, width, height)
     contour_level = np.repeat(np.arange(n_levels), counts)
     rank = np.arange(len(contours)) - np.repeat(np.cumsum(counts) - counts, counts)
     all_boxes[offsets[contour_level] + rank] = boxes
-    largest[counts > 0] = _first_largest(contours, counts, width, height)
+    largest[counts > 0] = _first_largest(boxes, area2, counts)
     return all_boxes, offsets, largest
 
 
