@@ -62,7 +62,7 @@ def test_cam_sized_map_matches_findcontours() -> None:
     check_all_levels(u8, np.unique(u8)[::3].astype(np.int64))
 
 
-def padded(rows: list[str]) -> np.ndarray:
+def from_rows(rows: list[str]) -> np.ndarray:
     """A uint8 map from ``#`` (255) and ``.`` (0) rows."""
     return np.array([[255 if c == "#" else 0 for c in row] for row in rows], dtype=np.uint8)
 
@@ -83,14 +83,14 @@ def test_hole_box_is_the_hole_grown_by_one() -> None:
 def test_tie_between_ring_and_its_hole_goes_to_findcontours() -> None:
     # a diagonal ring (quad area 0) around one hole pixel, with a tail: the outer border and the hole border
     # both have area 2, so V1 depends on findContours's order; the tail makes the two boxes differ
-    u8 = padded([".......", "...#...", "..#.#..", "...#...", "....#..", ".....#.", "......."])
+    u8 = from_rows([".......", "...#...", "..#.#..", "...#...", "....#..", ".....#.", "......."])
     _, _, needs_order, _ = tree_level_boxes(u8, np.array([0]))
     assert needs_order[0]
     check_all_levels(u8, np.array([0]))
 
 
 def test_tie_between_two_components_goes_to_findcontours() -> None:
-    u8 = padded(["......", ".##...", ".##...", "......", "...##.", "...##.", "......"])
+    u8 = from_rows(["......", ".##...", ".##...", "......", "...##.", "...##.", "......"])
     _, _, needs_order, _ = tree_level_boxes(u8, np.array([0]))
     assert needs_order[0]
     check_all_levels(u8, np.array([0]))
@@ -98,7 +98,7 @@ def test_tie_between_two_components_goes_to_findcontours() -> None:
 
 def test_component_inside_a_hole_is_flagged_and_found() -> None:
     # a ring with an island in its hole: three contours (ring, its hole, the island)
-    u8 = padded(["#######", "#.....#", "#.###.#", "#.###.#", "#.....#", "#######"])
+    u8 = from_rows(["#######", "#.....#", "#.###.#", "#.###.#", "#.....#", "#######"])
     _, _, _, nested = tree_level_boxes(u8, np.array([0]))
     assert nested[0]
     all_boxes, _, largest = wsol.level_boxes(u8, np.array([0]))
