@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
-# Multi-label CAM vs SIPE (+ ablations) on ShapesWorld `full`: 3 seeds, seed mIoU on train, then
-# DeepLabV3 on each method's pseudo masks, mIoU on val. Roughly 20-25 CPU-minutes per seed-stage run.
-# Usage: bash benchmarks/studies/wsss_full.sh [OUT=runs/wsss-full]
+# Multi-label CAM vs SIPE (+ ablations) on ShapesWorld `full`: seed mIoU on train, then DeepLabV3 on each method's
+# pseudo masks, mIoU on val. Two lanes run side by side (one per core): CAM -> DeepLabV3 on CAM's masks -> SIPE
+# without GSC, and SIPE -> DeepLabV3 on SIPE's masks -> SIPE without the background prototype, seed after seed.
+# The two main runs write the pseudo masks of all 3,000 `train_aug` images for the segmentation stage; the ablations
+# score their seeds on `train` only (1,000 images with masks). About 80 minutes per seed on 2 cores.
+# Finished runs are skipped (a DONE file), a killed run resumes from its last checkpoint.
+# Usage: bash benchmarks/studies/wsss_full.sh [OUT=runs/wsss-full] [SEEDS="0 1 2"]
 set -euo pipefail
 out=${1:-runs/wsss-full}
+seeds=${2:-0 1 2}
+mkdir -p "$out"
 ll=${LOWLABEL:-.venv/bin/lowlabel}
 export OMP_NUM_THREADS=1
 train() {  # name method seed [overrides...]
@@ -14,12 +20,26 @@ train() {  # name method seed [overrides...]
     --resume auto --no-progress "$@"
   touch "$dir/DONE"
 }
-for s in 0 1 2; do
-  train mlcam mlcam "$s" & train sipe sipe "$s" & wait
-  train sipe-nogsc sipe "$s" --sipe.use_gsc false & train sipe-nobgproto sipe "$s" --sipe.use_bg_prototype false & wait
-  for m in mlcam sipe; do
-    train "seg-$m" seg "$s" --pseudo_dir "$out/$m-s$s/eval/train_aug/pseudo" &
+cam_lane() {
+  for s in $seeds; do
+    train mlcam mlcam "$s"
+    train seg-mlcam seg "$s" --pseudo_dir "$out/mlcam-s$s/eval/train_aug/pseudo"
+    train sipe-nogsc sipe "$s" --sipe.use_gsc false --trainer.eval_split train
   done
-  wait
-done
+}
+sipe_lane() {
+  for s in $seeds; do
+    train sipe sipe "$s"
+    train seg-sipe seg "$s" --pseudo_dir "$out/sipe-s$s/eval/train_aug/pseudo"
+    train sipe-nobgproto sipe "$s" --sipe.use_bg_prototype false --trainer.eval_split train
+  done
+}
+cam_lane > "$out.cam_lane.log" 2>&1 &
+a=$!
+sipe_lane > "$out.sipe_lane.log" 2>&1 &
+b=$!
+status=0
+wait "$a" || status=$?
+wait "$b" || status=$?
 "$ll" report "$out" --out "$out/report"
+exit "$status"

@@ -1,0 +1,137 @@
+"""Where SIPE's seeds lose on ShapesWorld ``voc/``: the seeds, the features, or the object itself (issue 7).
+
+Loads a run folder written by ``lowlabel train sipe`` and, on a split with GT masks (default ``val``, so the
+diagnosis never looks at the ``train`` images the seeds are scored on), measures:
+
+* ``seed_mIoU``: the seeds as ``lowlabel evaluate`` makes them (structure-aware seeds on the hierarchical features,
+  prototypes, IS-CAM, multi-scale + flip, argmax over background and the image's classes);
+* ``gt_prototype_mIoU``: the same IS-CAM, but with prototypes averaged over the GT mask (downsampled nearest; the 255
+  band counted as background) instead of the structure-aware seeds. It is what the learnt hierarchical features could
+  give with perfect seeds;
+* ``marking_prototype_cosine``: the prototype of the visible markings (``voc/diagnostics/<id>_marking.png``) at scale 1
+  with flip, and the mean ReLU cosine of the features of marking, body (object minus marking) and background pixels to
+  it. SIPE can grow seeds from the marking, where CAM fires, to the body only if the body is closer to the marking
+  than the background is;
+* ``cam_mIoU_best_threshold``: the run's own CAM at the background threshold that is best on this split (an oracle
+  choice, for diagnosis only).
+
+Example::
+
+    python benchmarks/sipe_seed_diagnosis.py --run /tmp/vocp/runs/VE-sipe-s0 --split val --limit 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+
+def gt_seeds(gt: np.ndarray, size: tuple[int, int], lab1: Tensor) -> Tensor:
+    """(1, K1, h, w) one-hot seeds from a GT label map (255 -> background), masked by the image's classes."""
+    g = F.interpolate(torch.as_tensor(gt.astype(np.float32))[None, None], size=size, mode="nearest")[0, 0].long()
+    g[g == 255] = 0
+    k1 = lab1.shape[1]
+    return F.one_hot(g.clamp_max(k1 - 1), k1).permute(2, 0, 1)[None].float() * lab1
+
+
+def marking_cosines(hier: Tensor, gt: np.ndarray, marking: np.ndarray) -> tuple[float, float, float] | None:
+    """Mean relu(cos) of marking / body / background features to the marking prototype, or None without both."""
+    from lowlabel.losses import sipe as L
+
+    size = hier.shape[2:]
+
+    def down(mask: np.ndarray) -> Tensor:
+        m = torch.as_tensor(mask.astype(np.float32))[None, None]
+        return F.interpolate(m, size=size, mode="nearest")[0, 0].bool()
+
+    mark, obj, bg = down(marking), down((gt > 0) & (gt != 255)), down(gt == 0)
+    body = obj & ~mark
+    if not mark.any() or not body.any() or not bg.any():
+        return None
+    proto = L.prototypes(mark[None, None].float(), hier)  # (1, 1, C)
+    cos = L.is_cam(proto, hier)[0, 0]  # (h, w)
+    return float(cos[mark].mean()), float(cos[body].mean()), float(cos[bg].mean())
+
+
+def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt") -> dict[str, Any]:
+    """The four measurements of the module docstring for ``run`` on ``split`` (first ``limit`` images)."""
+    from lowlabel.engine.run import load_method_from_run
+    from lowlabel.losses import sipe as L
+    from lowlabel.methods import wsss, wsss_infer
+    from lowlabel.metrics.semseg import BackgroundThresholdSearch, SegEvaluator
+
+    loaded = load_method_from_run(run / "checkpoints" / ckpt, method_name="sipe")
+    method, model = loaded.method, loaded.nets["model"]
+    infer = method.config.infer
+    ds = method.data.split(split)
+    k1 = method.num_classes + 1
+    seeds_eval, gt_eval = SegEvaluator(num_classes=k1), SegEvaluator(num_classes=k1)
+    cam_search = BackgroundThresholdSearch(k1, thresholds=np.arange(1, 96) / 100)
+    cosines = []
+    n = min(limit, len(ds)) if limit else len(ds)
+    with torch.no_grad():
+        for i in range(n):
+            s = ds[i]
+            if s.get("mask") is None:
+                continue
+            labels = s["labels"].float()
+            image = wsss.normalize_image(torch.as_tensor(s["image"]).as_subclass(torch.Tensor))
+            gt = np.asarray(s["mask"], dtype=np.int64)
+            hh, ww = gt.shape
+            lab1 = torch.cat([labels.new_ones(1), labels]).view(1, -1, 1, 1)
+            scores, _ = method.score_maps(model, image, labels)
+            seeds_eval.update(wsss_infer.present_argmax(scores, labels).numpy(), gt)
+            iscam_gt, cam = torch.zeros(k1, hh, ww), torch.zeros(k1 - 1, hh, ww)
+            for scale in infer.scales:
+                out = wsss.flip_fused_forward(model, image, scale, infer.flip)
+                feats = out.hier if method.config.sipe.use_hierarchical else out.x4
+                maps = L.is_cam(L.prototypes(gt_seeds(gt, feats.shape[2:], lab1), feats), feats)
+                iscam_gt += F.interpolate(maps, size=(hh, ww), mode="bilinear", align_corners=False)[0]
+                cam += F.interpolate(F.relu(out.cam), size=(hh, ww), mode="bilinear", align_corners=False)[0]
+                if scale == 1.0:
+                    marking = np.asarray(Image.open(method.data.root / "diagnostics" / f"{s['image_id']}_marking.png"))
+                    c = marking_cosines(out.hier, gt, marking > 0)
+                    if c is not None:
+                        cosines.append(c)
+            iscam_gt = iscam_gt / (iscam_gt.amax(dim=(1, 2), keepdim=True) + L.EPS) * lab1[0]
+            gt_eval.update(wsss_infer.present_argmax(iscam_gt, labels).numpy(), gt)
+            cam = cam / (cam.amax(dim=(1, 2), keepdim=True) + L.EPS) * labels.view(-1, 1, 1)
+            cam_search.update(cam.numpy(), gt, labels.numpy())
+    best = cam_search.compute()
+    cos = np.asarray(cosines) if cosines else np.full((1, 3), np.nan)
+    return {
+        "run": str(run), "checkpoint": ckpt, "step": loaded.step, "split": split, "images": n,
+        "seed_mIoU": seeds_eval.compute()["mIoU"],
+        "gt_prototype_mIoU": gt_eval.compute()["mIoU"],
+        "marking_prototype_cosine": {"marking": float(cos[:, 0].mean()), "body": float(cos[:, 1].mean()),
+                                     "background": float(cos[:, 2].mean()), "images": len(cosines)},
+        "cam_mIoU_best_threshold": float(best["mIoU"]), "cam_best_threshold": float(best["threshold"]),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="a `lowlabel train sipe` run folder")
+    parser.add_argument("--split", default="val", help="a voc/ split with GT masks (default val)")
+    parser.add_argument("--limit", type=int, default=200, help="first N images (0 = all)")
+    parser.add_argument("--checkpoint", default="last.ckpt")
+    parser.add_argument("--out", type=Path, help="also write the JSON here")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    result = diagnose(args.run, args.split, args.limit or None, args.checkpoint)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
