@@ -15,9 +15,17 @@ diagnosis never looks at the ``train`` images the seeds are scored on), measures
 * ``cam_mIoU_best_threshold``: the run's own CAM at the background threshold that is best on this split (an oracle
   choice, for diagnosis only).
 
-Example::
+``--bg-alpha`` / ``--bg-iou-weight`` re-run the inference with another background exponent or background IoU factor
+(``sipe.bg_alpha`` / ``sipe.bg_iou_weight``; the training is not repeated).
+
+``--errors RUN [RUN ...]`` instead reads the seed PNGs that ``lowlabel train`` / ``evaluate`` wrote
+(``<run>/eval/<split>/seeds``, any WSSS method) and splits their errors: the shares of GT object pixels called
+background, of GT background pixels called an object (per object pixel) and of object pixels given another class.
+
+Examples::
 
     python benchmarks/sipe_seed_diagnosis.py --run /tmp/vocp/runs/VE-sipe-s0 --split val --limit 200
+    python benchmarks/sipe_seed_diagnosis.py --errors /tmp/vocp/runs/VE-mlcam-s0 /tmp/vocp/runs/VE-sipe-s0 --split train
 """
 
 from __future__ import annotations
@@ -61,8 +69,42 @@ def marking_cosines(hier: Tensor, gt: np.ndarray, marking: np.ndarray) -> tuple[
     return float(cos[mark].mean()), float(cos[body].mean()), float(cos[bg].mean())
 
 
-def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt") -> dict[str, Any]:
-    """The four measurements of the module docstring for ``run`` on ``split`` (first ``limit`` images)."""
+def seed_errors(run: Path, split: str, limit: int | None = None) -> dict[str, Any]:
+    """Error shares of the seed PNGs in ``<run>/eval/<split>/seeds`` against the GT masks of the run's data."""
+    from lowlabel.engine.config import load_config_file
+    from lowlabel.methods import method_module, wsss
+
+    name = json.loads((run / "env.json").read_text())["method"]
+    config = load_config_file(method_module(name).CONFIG, run / "config.yaml")
+    gt_dir = wsss.resolve_voc_root(config.data.root) / "SegmentationClass"
+    pngs = sorted((run / "eval" / split / "seeds").glob("*.png"))[:limit]
+    counts = np.zeros(4, dtype=np.int64)  # object->background, background->object, object->other class, object
+    scored = 0
+    for png in pngs:
+        if not (gt_dir / png.name).is_file():
+            continue
+        gt, seed = np.asarray(Image.open(gt_dir / png.name)), np.asarray(Image.open(png))
+        keep = gt != 255
+        g, p = gt[keep].astype(np.int64), seed[keep].astype(np.int64)
+        obj = g > 0
+        counts += [(obj & (p == 0)).sum(), (~obj & (p > 0)).sum(), (obj & (p > 0) & (p != g)).sum(), obj.sum()]
+        scored += 1
+    if not scored:
+        raise SystemExit(f"{run / 'eval' / split / 'seeds'}: no seed PNGs with a GT mask in {gt_dir}")
+    obj = max(int(counts[3]), 1)
+    return {"run": str(run), "method": name, "split": split, "images": scored,
+            "object_called_background": counts[0] / obj, "background_called_object_per_object_pixel": counts[1] / obj,
+            "object_called_other_class": counts[2] / obj}
+
+
+def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt",
+             overrides: dict[str, float] | None = None) -> dict[str, Any]:
+    """The four measurements of the module docstring for ``run`` on ``split`` (first ``limit`` images).
+
+    ``overrides``: SIPE parameters (``bg_alpha``, ``bg_iou_weight``) to run the inference with.
+    """
+    from dataclasses import replace
+
     from lowlabel.engine.run import load_method_from_run
     from lowlabel.losses import sipe as L
     from lowlabel.methods import wsss, wsss_infer
@@ -70,6 +112,8 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt") 
 
     loaded = load_method_from_run(run / "checkpoints" / ckpt, method_name="sipe")
     method, model = loaded.method, loaded.nets["model"]
+    if overrides:
+        method.config = replace(method.config, sipe=replace(method.config.sipe, **overrides))
     infer = method.config.infer
     ds = method.data.split(split)
     k1 = method.num_classes + 1
@@ -109,6 +153,7 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt") 
     cos = np.asarray(cosines) if cosines else np.full((1, 3), np.nan)
     return {
         "run": str(run), "checkpoint": ckpt, "step": loaded.step, "split": split, "images": n,
+        "sipe_overrides": overrides or {},
         "seed_mIoU": seeds_eval.compute()["mIoU"],
         "gt_prototype_mIoU": gt_eval.compute()["mIoU"],
         "marking_prototype_cosine": {"marking": float(cos[:, 0].mean()), "body": float(cos[:, 1].mean()),
@@ -119,14 +164,24 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt") 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--run", type=Path, required=True, help="a `lowlabel train sipe` run folder")
+    parser.add_argument("--run", type=Path, help="a `lowlabel train sipe` run folder")
+    parser.add_argument("--errors", type=Path, nargs="+", help="WSSS run folders: error shares of their seed PNGs")
     parser.add_argument("--split", default="val", help="a voc/ split with GT masks (default val)")
     parser.add_argument("--limit", type=int, default=200, help="first N images (0 = all)")
     parser.add_argument("--checkpoint", default="last.ckpt")
+    parser.add_argument("--bg-alpha", type=float, help="inference with this sipe.bg_alpha")
+    parser.add_argument("--bg-iou-weight", type=float, help="inference with this sipe.bg_iou_weight")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    result = diagnose(args.run, args.split, args.limit or None, args.checkpoint)
+    if args.errors:
+        result: Any = [seed_errors(run, args.split, args.limit or None) for run in args.errors]
+    elif args.run:
+        overrides = {k: v for k, v in (("bg_alpha", args.bg_alpha), ("bg_iou_weight", args.bg_iou_weight))
+                     if v is not None}
+        result = diagnose(args.run, args.split, args.limit or None, args.checkpoint, overrides)
+    else:
+        parser.error("give --run or --errors")
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

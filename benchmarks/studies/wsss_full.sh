@@ -42,4 +42,5 @@ status=0
 wait "$a" || status=$?
 wait "$b" || status=$?
 "$ll" report "$out" --out "$out/report"
+"${PYTHON:-.venv/bin/python}" benchmarks/studies/wsss_table.py "$out"   # the README table
 exit "$status"
