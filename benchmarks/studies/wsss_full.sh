@@ -20,23 +20,17 @@ train() {  # name method seed [overrides...]
     --resume auto --no-progress "$@"
   touch "$dir/DONE"
 }
-cam_lane() {
+lane() {  # main method, ablation run name, the SIPE switch the ablation turns off
+  local method=$1 ablation=$2 switch=$3
   for s in $seeds; do
-    train mlcam mlcam "$s"
-    train seg-mlcam seg "$s" --pseudo_dir "$out/mlcam-s$s/eval/train_aug/pseudo"
-    train sipe-nogsc sipe "$s" --sipe.use_gsc false --trainer.eval_split train
+    train "$method" "$method" "$s"
+    train "seg-$method" seg "$s" --pseudo_dir "$out/$method-s$s/eval/train_aug/pseudo"
+    train "$ablation" sipe "$s" "$switch" false --trainer.eval_split train
   done
 }
-sipe_lane() {
-  for s in $seeds; do
-    train sipe sipe "$s"
-    train seg-sipe seg "$s" --pseudo_dir "$out/sipe-s$s/eval/train_aug/pseudo"
-    train sipe-nobgproto sipe "$s" --sipe.use_bg_prototype false --trainer.eval_split train
-  done
-}
-cam_lane > "$out.cam_lane.log" 2>&1 &
+lane mlcam sipe-nogsc --sipe.use_gsc > "$out.cam_lane.log" 2>&1 &
 a=$!
-sipe_lane > "$out.sipe_lane.log" 2>&1 &
+lane sipe sipe-nobgproto --sipe.use_bg_prototype > "$out.sipe_lane.log" 2>&1 &
 b=$!
 status=0
 wait "$a" || status=$?
