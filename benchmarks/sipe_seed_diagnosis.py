@@ -51,7 +51,7 @@ def gt_seeds(gt: np.ndarray, size: tuple[int, int], lab1: Tensor) -> Tensor:
 
 
 def marking_cosines(hier: Tensor, gt: np.ndarray, marking: np.ndarray) -> tuple[float, float, float] | None:
-    """Mean relu(cos) of marking / body / background features to the marking prototype, or None without both."""
+    """Mean relu(cos) of marking / body / background features to the marking prototype; None if one set is empty."""
     from lowlabel.losses import sipe as L
 
     size = hier.shape[2:]
@@ -70,31 +70,27 @@ def marking_cosines(hier: Tensor, gt: np.ndarray, marking: np.ndarray) -> tuple[
 
 
 def seed_errors(run: Path, split: str, limit: int | None = None) -> dict[str, Any]:
-    """Error shares of the seed PNGs in ``<run>/eval/<split>/seeds`` against the GT masks of the run's data."""
+    """Error shares of the seed PNGs in ``<run>/eval/<split>/seeds`` against the GT masks of the run's data, from
+    the scoring suite's confusion matrix (255 ignored)."""
     from lowlabel.engine.config import load_config_file
     from lowlabel.methods import method_module, wsss
+    from lowlabel.metrics.semseg import SegEvaluator
 
     name = json.loads((run / "env.json").read_text())["method"]
     config = load_config_file(method_module(name).CONFIG, run / "config.yaml")
     gt_dir = wsss.resolve_voc_root(config.data.root) / "SegmentationClass"
-    pngs = sorted((run / "eval" / split / "seeds").glob("*.png"))[:limit]
-    counts = np.zeros(4, dtype=np.int64)  # object->background, background->object, object->other class, object
-    scored = 0
-    for png in pngs:
-        if not (gt_dir / png.name).is_file():
-            continue
-        gt, seed = np.asarray(Image.open(gt_dir / png.name)), np.asarray(Image.open(png))
-        keep = gt != 255
-        g, p = gt[keep].astype(np.int64), seed[keep].astype(np.int64)
-        obj = g > 0
-        counts += [(obj & (p == 0)).sum(), (~obj & (p > 0)).sum(), (obj & (p > 0) & (p != g)).sum(), obj.sum()]
-        scored += 1
-    if not scored:
+    evaluator = SegEvaluator(num_classes=len(wsss.class_names(config.data)) + 1)
+    for png in sorted((run / "eval" / split / "seeds").glob("*.png"))[:limit]:
+        if (gt_dir / png.name).is_file():
+            evaluator.update(np.asarray(Image.open(png)), np.asarray(Image.open(gt_dir / png.name)))
+    if not evaluator.count:
         raise SystemExit(f"{run / 'eval' / split / 'seeds'}: no seed PNGs with a GT mask in {gt_dir}")
-    obj = max(int(counts[3]), 1)
-    return {"run": str(run), "method": name, "split": split, "images": scored,
-            "object_called_background": counts[0] / obj, "background_called_object_per_object_pixel": counts[1] / obj,
-            "object_called_other_class": counts[2] / obj}
+    conf = evaluator.confusion  # rows GT, columns seed
+    obj = max(int(conf[1:].sum()), 1)
+    return {"run": str(run), "method": name, "split": split, "images": evaluator.count,
+            "object_called_background": conf[1:, 0].sum() / obj,
+            "background_called_object_per_object_pixel": conf[0, 1:].sum() / obj,
+            "object_called_other_class": (conf[1:, 1:].sum() - np.trace(conf[1:, 1:])) / obj}
 
 
 def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt",
