@@ -86,7 +86,7 @@ class TrainerConfig:
     eval_split: str = "val"  # the split used for periodic evaluation and best-checkpoint selection
     monitor: str = ""  # metric key that picks checkpoints/best ("" = the method's default)
     monitor_mode: Literal["max", "min"] = "max"
-    ckpt_every: int = 0  # 0 = only at evaluations and at the end
+    ckpt_every: int = 500  # also at evaluations and at the end; 0 = only there
     log_every: int = 10
     seed: int = 0
     deterministic: bool = False
