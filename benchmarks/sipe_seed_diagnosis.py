@@ -12,11 +12,20 @@ diagnosis never looks at the ``train`` images the seeds are scored on), measures
   with flip, and the mean ReLU cosine of the features of marking, body (object minus marking) and background pixels to
   it. SIPE can grow seeds from the marking, where CAM fires, to the body only if the body is closer to the marking
   than the background is;
+* ``body_structure_share``: where a body pixel's structure map (the ReLU cosine to every other pixel on the
+  hierarchical features, scale 1, the map SIPE's seeds intersect with the CAMs) puts its mass: on its own object's
+  class, on objects of other classes, on the GT background (texture and distractors); ``body_area_share`` is the
+  same with every similarity 1, i.e. what features without any structure would give;
 * ``cam_mIoU_best_threshold``: the run's own CAM at the background threshold that is best on this split (an oracle
   choice, for diagnosis only).
 
 ``--bg-alpha`` / ``--bg-iou-weight`` re-run the inference with another background exponent or background IoU factor
 (``sipe.bg_alpha`` / ``sipe.bg_iou_weight``; the training is not repeated).
+
+``--cam-blur SIGMA`` is a counterfactual: the network's CAM is blurred (Gaussian, sigma in feature cells) before
+anything uses it, for SIPE's seeds and for the CAM baseline alike. It spreads the activation from the marking over
+the body and the surroundings without following the object's shape, as the coarse CAMs of real VOC classifiers do,
+and asks whether SIPE's structure step gains over CAM once CAM's best background threshold is in VOC's range.
 
 ``--errors RUN [RUN ...]`` instead reads the seed PNGs that ``lowlabel train`` / ``evaluate`` wrote
 (``<run>/eval/<split>/seeds``, any WSSS method) and splits their errors: the shares of GT object pixels called
@@ -39,7 +48,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def gt_seeds(gt: np.ndarray, size: tuple[int, int], lab1: Tensor) -> Tensor:
@@ -69,6 +78,50 @@ def marking_cosines(hier: Tensor, gt: np.ndarray, marking: np.ndarray) -> tuple[
     return float(cos[mark].mean()), float(cos[body].mean()), float(cos[bg].mean())
 
 
+def structure_shares(hier: Tensor, gt: np.ndarray, marking: np.ndarray) -> np.ndarray | None:
+    """(n_body, 2, 3): for each body pixel, the shares of its structure-map mass (row 0) and of the image area
+    (row 1, what features without structure would give) on its own class / other classes / background."""
+    size = hier.shape[2:]
+    g = F.interpolate(torch.as_tensor(gt.astype(np.float32))[None, None], size=size, mode="nearest")[0, 0].long()
+    mark = F.interpolate(torch.as_tensor(marking.astype(np.float32))[None, None], size=size, mode="nearest")
+    g, mark = g.flatten(), mark.flatten().bool()
+    body = (g > 0) & (g != 255) & ~mark
+    if not body.any():
+        return None
+    f = hier[0].flatten(1)
+    f = f / (f.norm(dim=0, keepdim=True) + 1e-5)
+    own = g[body][:, None] == g[None, :]  # (n_body, N)
+    groups = [own, (g[None, :] > 0) & (g[None, :] != 255) & ~own, (g == 0)[None, :].expand_as(own)]
+    out = []
+    for s in (F.relu(f[:, body].T @ f), torch.ones(own.shape)):
+        parts = torch.stack([(s * m).sum(1) for m in groups], 1)  # (n_body, 3), the 255 band left out
+        out.append(parts / parts.sum(1, keepdim=True).clamp_min(1e-8))
+    return torch.stack(out, 1).numpy()
+
+
+def gaussian_blur(x: Tensor, sigma: float) -> Tensor:
+    """Separable Gaussian blur of (B, C, h, w) maps (kernel 2 * ceil(3 sigma) + 1, replicated edges)."""
+    r = int(np.ceil(3 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
+    k = k / k.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1).repeat(c, 1, 1, 1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1).repeat(c, 1, 1, 1), groups=c)
+
+
+class SpreadCAM(nn.Module):
+    """``net`` with its CAM replaced by the Gaussian-blurred ReLU CAM (``--cam-blur``)."""
+
+    def __init__(self, net: nn.Module, sigma: float) -> None:
+        super().__init__()
+        self.net, self.sigma = net, sigma
+
+    def forward(self, x: Tensor) -> Any:
+        out = self.net(x)
+        out.cam = gaussian_blur(F.relu(out.cam), self.sigma)
+        return out
+
+
 def seed_errors(run: Path, split: str, limit: int | None = None) -> dict[str, Any]:
     """Error shares of the seed PNGs in ``<run>/eval/<split>/seeds`` against the GT masks of the run's data, from
     the scoring suite's confusion matrix (255 ignored)."""
@@ -94,10 +147,11 @@ def seed_errors(run: Path, split: str, limit: int | None = None) -> dict[str, An
 
 
 def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt",
-             overrides: dict[str, float] | None = None) -> dict[str, Any]:
+             overrides: dict[str, float] | None = None, cam_blur: float = 0.0) -> dict[str, Any]:
     """The four measurements of the module docstring for ``run`` on ``split`` (first ``limit`` images).
 
     ``overrides``: SIPE parameters (``bg_alpha``, ``bg_iou_weight``) to run the inference with.
+    ``cam_blur``: > 0 blurs the CAM with this sigma (feature cells) everywhere (see ``--cam-blur``).
     """
     from dataclasses import replace
 
@@ -108,6 +162,8 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt",
 
     loaded = load_method_from_run(run / "checkpoints" / ckpt, method_name="sipe")
     method, model = loaded.method, loaded.nets["model"]
+    if cam_blur > 0:
+        model = SpreadCAM(model, cam_blur)
     if overrides:
         method.config = replace(method.config, sipe=replace(method.config.sipe, **overrides))
     infer = method.config.infer
@@ -115,7 +171,7 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt",
     k1 = method.num_classes + 1
     seeds_eval, gt_eval = SegEvaluator(num_classes=k1), SegEvaluator(num_classes=k1)
     cam_search = BackgroundThresholdSearch(k1, thresholds=np.arange(1, 96) / 100)
-    cosines = []
+    cosines, shares = [], []
     n = min(limit, len(ds)) if limit else len(ds)
     with torch.no_grad():
         for i in range(n):
@@ -141,19 +197,27 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt",
                     c = marking_cosines(out.hier, gt, marking > 0)
                     if c is not None:
                         cosines.append(c)
+                    sh = structure_shares(out.hier, gt, marking > 0)
+                    if sh is not None:
+                        shares.append(sh)
             iscam_gt = iscam_gt / (iscam_gt.amax(dim=(1, 2), keepdim=True) + L.EPS) * lab1[0]
             gt_eval.update(wsss_infer.present_argmax(iscam_gt, labels).numpy(), gt)
             cam = cam / (cam.amax(dim=(1, 2), keepdim=True) + L.EPS) * labels.view(-1, 1, 1)
             cam_search.update(cam.numpy(), gt, labels.numpy())
     best = cam_search.compute()
     cos = np.asarray(cosines) if cosines else np.full((1, 3), np.nan)
+    share = np.concatenate(shares).mean(0) if shares else np.full((2, 3), np.nan)
     return {
         "run": str(run), "checkpoint": ckpt, "step": loaded.step, "split": split, "images": n,
-        "sipe_overrides": overrides or {},
+        "sipe_overrides": overrides or {}, "cam_blur": cam_blur,
         "seed_mIoU": seeds_eval.compute()["mIoU"],
         "gt_prototype_mIoU": gt_eval.compute()["mIoU"],
         "marking_prototype_cosine": {"marking": float(cos[:, 0].mean()), "body": float(cos[:, 1].mean()),
                                      "background": float(cos[:, 2].mean()), "images": len(cosines)},
+        "body_structure_share": {"own_class": float(share[0, 0]), "other_classes": float(share[0, 1]),
+                                 "background": float(share[0, 2])},
+        "body_area_share": {"own_class": float(share[1, 0]), "other_classes": float(share[1, 1]),
+                            "background": float(share[1, 2])},
         "cam_mIoU_best_threshold": float(best["mIoU"]), "cam_best_threshold": float(best["threshold"]),
     }
 
@@ -167,6 +231,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="last.ckpt")
     parser.add_argument("--bg-alpha", type=float, help="inference with this sipe.bg_alpha")
     parser.add_argument("--bg-iou-weight", type=float, help="inference with this sipe.bg_iou_weight")
+    parser.add_argument("--cam-blur", type=float, default=0.0,
+                        help="counterfactual: blur the CAM with this Gaussian sigma (feature cells) first")
     parser.add_argument("--out", type=Path, help="also write the JSON here")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -175,7 +241,7 @@ def main() -> None:
     elif args.run:
         overrides = {k: v for k, v in (("bg_alpha", args.bg_alpha), ("bg_iou_weight", args.bg_iou_weight))
                      if v is not None}
-        result = diagnose(args.run, args.split, args.limit or None, args.checkpoint, overrides)
+        result = diagnose(args.run, args.split, args.limit or None, args.checkpoint, overrides, args.cam_blur)
     else:
         parser.error("give --run or --errors")
     text = json.dumps(result, indent=2)
