@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Multi-label CAM vs SIPE (+ ablations) on ShapesWorld `full`: seed mIoU on train, then DeepLabV3 on each method's
-# pseudo masks, mIoU on val. Two lanes run side by side (one per core): CAM -> DeepLabV3 on CAM's masks -> SIPE
-# without GSC, and SIPE -> DeepLabV3 on SIPE's masks -> SIPE without the background prototype, seed after seed.
+# pseudo masks, mIoU on val. Two lanes run side by side (one per core): CAM -> DeepLabV3 on CAM's masks, seed after
+# seed, then SIPE without GSC; and SIPE -> DeepLabV3 on SIPE's masks, then SIPE without the background prototype.
 # The two main runs write the pseudo masks of all 3,000 `train_aug` images for the segmentation stage; the ablations
 # score their seeds on `train` only (1,000 images with masks). About 80 minutes per seed on 2 cores.
 # Finished runs are skipped (a DONE file), a killed run resumes from its last checkpoint.
@@ -22,9 +22,11 @@ train() {  # name method seed [overrides...]
 }
 lane() {  # main method, ablation run name, the SIPE switch the ablation turns off
   local method=$1 ablation=$2 switch=$3
-  for s in $seeds; do
+  for s in $seeds; do  # the comparison first, over all seeds
     train "$method" "$method" "$s"
     train "seg-$method" seg "$s" --pseudo_dir "$out/$method-s$s/eval/train_aug/pseudo"
+  done
+  for s in $seeds; do
     train "$ablation" sipe "$s" "$switch" false --trainer.eval_split train
   done
 }
