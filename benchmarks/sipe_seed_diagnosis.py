@@ -148,7 +148,7 @@ def seed_errors(run: Path, split: str, limit: int | None = None) -> dict[str, An
 
 def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt",
              overrides: dict[str, float] | None = None, cam_blur: float = 0.0) -> dict[str, Any]:
-    """The four measurements of the module docstring for ``run`` on ``split`` (first ``limit`` images).
+    """The measurements of the module docstring for ``run`` on ``split`` (first ``limit`` images).
 
     ``overrides``: SIPE parameters (``bg_alpha``, ``bg_iou_weight``) to run the inference with.
     ``cam_blur``: > 0 blurs the CAM with this sigma (feature cells) everywhere (see ``--cam-blur``).
