@@ -25,7 +25,11 @@ from lowlabel.report.samples import read_per_image
 # Keys of metrics.json that are bookkeeping, not metrics.
 NON_METRIC_KEYS = frozenset({"step", "split", "epoch", "method", "per_class", "monitor", "time", "wall_time"})
 # Config keys that differ between runs of one experiment without making it a different config.
-VOLATILE_CONFIG_KEYS = frozenset({"seed", "run_dir", "resume", "out", "ckpt", "debug", "config"})
+# Config keys that differ between runs of one experiment without changing its numbers: the seed, paths and
+# bookkeeping (how often the run logs and checkpoints).
+VOLATILE_CONFIG_KEYS = frozenset(
+    {"seed", "run_dir", "resume", "out", "ckpt", "debug", "config", "ckpt_every", "log_every"}
+)
 
 
 @dataclass

@@ -50,10 +50,15 @@ def test_group_runs_merges_seeds_only(fake_run) -> None:
     b = load_run(fake_run("cam-s1", method="cam", metrics={"m": 2.0}, seed=1))
     c = load_run(fake_run("cam-lr", method="cam", metrics={"m": 3.0}, seed=0, config_extra={"optim": {"lr": 0.1}}))
     d = load_run(fake_run("dawsol", method="da_wsol", metrics={"m": 4.0}, seed=0))
-    groups = group_runs([a, c, b, d])
-    assert [[r.name for r in g.runs] for g in groups] == [["cam-s0", "cam-s1"], ["cam-lr"], ["dawsol"]]
-    assert groups[0].values("m") == [1.0, 2.0]
-    assert groups[0].label == "cam (2 seeds)"
+    e = load_run(fake_run("cam-s2", method="cam", metrics={"m": 5.0}, seed=2, config_extra={
+        "trainer": {"max_steps": 20, "seed": 2, "ckpt_every": 500, "log_every": 1}}))  # bookkeeping only
+    f = load_run(fake_run("cam-long", method="cam", metrics={"m": 6.0}, seed=0, config_extra={
+        "trainer": {"max_steps": 40, "seed": 0}}))
+    groups = group_runs([a, c, b, d, e, f])
+    assert [[r.name for r in g.runs] for g in groups] == [
+        ["cam-s0", "cam-s1", "cam-s2"], ["cam-lr"], ["dawsol"], ["cam-long"]]
+    assert groups[0].values("m") == [1.0, 2.0, 5.0]
+    assert groups[0].label == "cam (3 seeds)"
 
 
 def test_expand_run_dirs(fake_run, tmp_path: Path) -> None:
