@@ -41,7 +41,8 @@ class StagedResNet(nn.Module):
         output_stride: 16 (last stage stride 1, no dilation, as IRN/SIPE) or 32 (the usual ResNet).
         frozen_bn: use :class:`FixedBatchNorm2d` (the paper, with pretrained weights) instead of ``BatchNorm2d``.
         pretrained: "" (random init), "torchvision" (the torchvision ImageNet weights, downloaded into the
-            torch cache the normal way) or a path to a state dict in torchvision key layout.
+            torch cache the normal way) or a path to a state dict in torchvision key layout (``.pth`` or
+            ``.safetensors``; the ``fc`` head is ignored).
         freeze_stem: freeze conv1 and bn1 (the official code does).
     """
 
@@ -62,7 +63,7 @@ class StagedResNet(nn.Module):
         norm = FixedBatchNorm2d if frozen_bn else nn.BatchNorm2d
         net = getattr(torchvision.models, arch)(weights=None, norm_layer=norm)
         if pretrained:
-            net.load_state_dict(_load_pretrained(arch, pretrained))
+            _load_into(net, _load_pretrained(arch, pretrained), f"{pretrained} ({arch})")
         if output_stride == 16:
             _remove_last_stride(net.layer4)
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
@@ -113,8 +114,35 @@ def _load_pretrained(arch: str, pretrained: str) -> dict[str, Tensor]:
     path = Path(pretrained)
     if not path.is_file():
         raise FileNotFoundError(f"pretrained weights not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling, truncated files and safetensors headers fail in many ways
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(f"{path}: cannot read pretrained weights ({type(err).__name__}: {first})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{path}: not a state dict (a mapping of parameter names to tensors)")
+    return state
+
+
+def _load_into(net: nn.Module, state: dict[str, Tensor], source: str) -> None:
+    """Load ``state`` into the torchvision ResNet ``net``, one-line errors naming the first wrong keys or shapes.
+
+    The classifier ``fc.*`` is not part of the backbone: it may be missing (self-supervised or detection
+    checkpoints) or have any number of classes, and is not loaded.
+    """
+    own = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise ValueError(f"{source}: not a torchvision ResNet state dict of this size: {len(missing)} missing keys "
+                         f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
+    for key, value in state.items():
+        if value.shape != own[key].shape:
+            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
+                             f"{tuple(own[key].shape)}")
+    net.load_state_dict(state, strict=False)
