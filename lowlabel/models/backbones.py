@@ -105,25 +105,36 @@ def load_torchvision_weights(model: nn.Module, path: str) -> None:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: keys other than the classifier's are missing or unexpected.
+        ValueError: the file cannot be read or holds no state dict; keys other than the classifier's are missing
+            or unexpected; a tensor has the wrong shape. One line, naming the file.
     """
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"pretrained weights not found: {file}")
-    if file.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
 
-        state = load_file(str(file))
-    else:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state) if isinstance(state, dict) else state
+            state = load_file(str(file))
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as err:  # unpickling, truncated files and safetensors headers fail in many ways
+        first = (str(err).strip().splitlines() or [""])[0]
+        raise ValueError(f"{file}: cannot read pretrained weights ({type(err).__name__}: {first})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{file}: not a state dict (a mapping of parameter names to tensors)")
     classifier = ("fc.", "classifier.", "AuxLogits.")
     state = {k: v for k, v in state.items() if not k.startswith(classifier)}
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    missing = [k for k in missing if not k.startswith(classifier)]
+    own = {k: v for k, v in model.state_dict().items() if not k.startswith(classifier)}
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
-        raise ValueError(f"{file}: not a torchvision state dict for this backbone "
-                         f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ValueError(f"{file}: not a torchvision state dict for this backbone ({len(missing)} missing keys, "
+                         f"e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]})")
+    for key, value in state.items():
+        if value.shape != own[key].shape:
+            raise ValueError(f"{file}: {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
+    model.load_state_dict(state, strict=False)
 
 
 def load_lowlabel_body(model: CAMBackbone, path: str) -> None:

@@ -8,12 +8,12 @@ the small ResNet-18 used on ShapesWorld, where training from scratch needs ordin
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Literal
 
-import torch
 import torchvision
 from torch import Tensor, nn
+
+from lowlabel.models.backbones import load_torchvision_weights
 
 Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 STAGE_CHANNELS: dict[str, tuple[int, int, int, int]] = {
@@ -62,8 +62,10 @@ class StagedResNet(nn.Module):
             raise ValueError(f"output_stride must be 16 or 32, got {output_stride}")
         norm = FixedBatchNorm2d if frozen_bn else nn.BatchNorm2d
         net = getattr(torchvision.models, arch)(weights=None, norm_layer=norm)
-        if pretrained:
-            _load_into(net, _load_pretrained(arch, pretrained), f"{pretrained} ({arch})")
+        if pretrained == "torchvision":
+            net.load_state_dict(torchvision.models.get_model_weights(arch).DEFAULT.get_state_dict(progress=False))
+        elif pretrained:
+            load_torchvision_weights(net, pretrained)
         if output_stride == 16:
             _remove_last_stride(net.layer4)
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
@@ -105,44 +107,3 @@ def _remove_last_stride(layer: nn.Sequential) -> None:
             conv.stride = (1, 1)
     if block.downsample is not None:
         block.downsample[0].stride = (1, 1)
-
-
-def _load_pretrained(arch: str, pretrained: str) -> dict[str, Tensor]:
-    if pretrained == "torchvision":
-        weights = torchvision.models.get_model_weights(arch).DEFAULT
-        return weights.get_state_dict(progress=False)
-    path = Path(pretrained)
-    if not path.is_file():
-        raise FileNotFoundError(f"pretrained weights not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling, truncated files and safetensors headers fail in many ways
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise ValueError(f"{path}: cannot read pretrained weights ({type(err).__name__}: {first})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{path}: not a state dict (a mapping of parameter names to tensors)")
-    return state
-
-
-def _load_into(net: nn.Module, state: dict[str, Tensor], source: str) -> None:
-    """Load ``state`` into the torchvision ResNet ``net``, one-line errors naming the first wrong keys or shapes.
-
-    The classifier ``fc.*`` is not part of the backbone: it may be missing (self-supervised or detection
-    checkpoints) or have any number of classes, and is not loaded.
-    """
-    own = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
-    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"{source}: not a torchvision ResNet state dict of this size: {len(missing)} missing keys "
-                         f"(e.g. {missing[:2]}), {len(unexpected)} unexpected (e.g. {unexpected[:2]})")
-    for key, value in state.items():
-        if value.shape != own[key].shape:
-            raise ValueError(f"{source}: {key} has shape {tuple(value.shape)}, the model expects "
-                             f"{tuple(own[key].shape)}")
-    net.load_state_dict(state, strict=False)

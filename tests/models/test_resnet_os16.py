@@ -69,7 +69,7 @@ def test_bad_weight_files_give_one_line_errors(tmp_path: Path) -> None:
         StagedResNet(arch="resnet18", pretrained=str(corrupt))
     other = tmp_path / "resnet34.pth"
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), other)
-    with pytest.raises(ValueError, match=r"resnet34.pth \(resnet18\): not a torchvision ResNet state dict"):
+    with pytest.raises(ValueError, match=r"resnet34.pth: not a torchvision state dict for this backbone"):
         StagedResNet(arch="resnet18", pretrained=str(other))
     thin = torchvision.models.resnet18(weights=None).state_dict()
     thin["layer2.0.conv1.weight"] = thin["layer2.0.conv1.weight"][:64]
