@@ -127,7 +127,10 @@ def load_torchvision_weights(model: nn.Module, path: str) -> None:
     classifier = ("fc.", "classifier.", "AuxLogits.")
     state = {k: v for k, v in state.items() if not k.startswith(classifier)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(classifier)}
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    # BatchNorm fills in num_batches_tracked for files saved before PyTorch 0.4 (torchvision's original ImageNet
+    # ResNet-50, the one IRN and SIPE load).
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
+    unexpected = sorted(set(state) - set(own))
     if missing or unexpected:
         raise ValueError(f"{file}: not a torchvision state dict for this backbone ({len(missing)} missing keys, "
                          f"e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]})")

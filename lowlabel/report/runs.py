@@ -24,7 +24,6 @@ from lowlabel.report.samples import read_per_image
 
 # Keys of metrics.json that are bookkeeping, not metrics.
 NON_METRIC_KEYS = frozenset({"step", "split", "epoch", "method", "per_class", "monitor", "time", "wall_time"})
-# Config keys that differ between runs of one experiment without making it a different config.
 # Config keys that differ between runs of one experiment without changing its numbers: the seed, paths and
 # bookkeeping (how often the run logs and checkpoints).
 VOLATILE_CONFIG_KEYS = frozenset(
