@@ -41,6 +41,7 @@ def test_frozen_bn_uses_running_statistics_in_training_mode() -> None:
 def test_loads_a_torchvision_state_dict_from_a_file(tmp_path: Path, suffix: str) -> None:
     torch.manual_seed(3)
     src = torchvision.models.resnet18(weights=None).state_dict()
+    src["bn1.running_var"].uniform_(0.5, 2.0)  # fresh BN statistics are all ones: make them checkable
     path = tmp_path / f"resnet18{suffix}"
     if suffix == ".safetensors":
         from safetensors.torch import save_file
