@@ -51,9 +51,14 @@ from PIL import Image
 from torch import Tensor, nn
 
 
+def nearest(array: np.ndarray, size: tuple[int, ...]) -> Tensor:
+    """(H, W) label map or mask resized to the feature ``size`` (nearest), as a float tensor."""
+    return F.interpolate(torch.as_tensor(array.astype(np.float32))[None, None], size=size, mode="nearest")[0, 0]
+
+
 def gt_seeds(gt: np.ndarray, size: tuple[int, int], lab1: Tensor) -> Tensor:
     """(1, K1, h, w) one-hot seeds from a GT label map (255 -> background), masked by the image's classes."""
-    g = F.interpolate(torch.as_tensor(gt.astype(np.float32))[None, None], size=size, mode="nearest")[0, 0].long()
+    g = nearest(gt, size).long()
     g[g == 255] = 0
     k1 = lab1.shape[1]
     return F.one_hot(g.clamp_max(k1 - 1), k1).permute(2, 0, 1)[None].float() * lab1
@@ -64,12 +69,7 @@ def marking_cosines(hier: Tensor, gt: np.ndarray, marking: np.ndarray) -> tuple[
     from lowlabel.losses import sipe as L
 
     size = hier.shape[2:]
-
-    def down(mask: np.ndarray) -> Tensor:
-        m = torch.as_tensor(mask.astype(np.float32))[None, None]
-        return F.interpolate(m, size=size, mode="nearest")[0, 0].bool()
-
-    mark, obj, bg = down(marking), down((gt > 0) & (gt != 255)), down(gt == 0)
+    mark, obj, bg = (nearest(m, size).bool() for m in (marking, (gt > 0) & (gt != 255), gt == 0))
     body = obj & ~mark
     if not mark.any() or not body.any() or not bg.any():
         return None
@@ -81,19 +81,19 @@ def marking_cosines(hier: Tensor, gt: np.ndarray, marking: np.ndarray) -> tuple[
 def structure_shares(hier: Tensor, gt: np.ndarray, marking: np.ndarray) -> np.ndarray | None:
     """(n_body, 2, 3): for each body pixel, the shares of its structure-map mass (row 0) and of the image area
     (row 1, what features without structure would give) on its own class / other classes / background."""
+    from lowlabel.losses import sipe as L
+
     size = hier.shape[2:]
-    g = F.interpolate(torch.as_tensor(gt.astype(np.float32))[None, None], size=size, mode="nearest")[0, 0].long()
-    mark = F.interpolate(torch.as_tensor(marking.astype(np.float32))[None, None], size=size, mode="nearest")
-    g, mark = g.flatten(), mark.flatten().bool()
+    g, mark = nearest(gt, size).long().flatten(), nearest(marking, size).bool().flatten()
     body = (g > 0) & (g != 255) & ~mark
     if not body.any():
         return None
-    f = hier[0].flatten(1)
-    f = f / (f.norm(dim=0, keepdim=True) + 1e-5)
+    # each body pixel's features as a "prototype": IS-CAM's relu(cos) against all pixels is its structure map
+    structure = L.is_cam(hier[0].flatten(1)[:, body].T[None], hier)[0].flatten(1)  # (n_body, N)
     own = g[body][:, None] == g[None, :]  # (n_body, N)
     groups = [own, (g[None, :] > 0) & (g[None, :] != 255) & ~own, (g == 0)[None, :].expand_as(own)]
     out = []
-    for s in (F.relu(f[:, body].T @ f), torch.ones(own.shape)):
+    for s in (structure, torch.ones(own.shape)):
         parts = torch.stack([(s * m).sum(1) for m in groups], 1)  # (n_body, 3), the 255 band left out
         out.append(parts / parts.sum(1, keepdim=True).clamp_min(1e-8))
     return torch.stack(out, 1).numpy()
