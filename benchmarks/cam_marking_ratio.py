@@ -72,12 +72,12 @@ def _voc_maps(method: Any, model: Any, split: str, limit: int | None) -> Iterato
     The CAM is the score the seeds threshold; object = pixels of any class in the GT mask (255 boundary band
     excluded), marking = the union of the visible markings of ``voc/diagnostics/<id>_marking.png``.
     """
-    from lowlabel.methods import wsss
+    from lowlabel.methods.wsss import common
 
     ds = method.data.split(split)
     for i in range(min(limit, len(ds)) if limit else len(ds)):
         s = ds[i]
-        cams, _ = method.cam_maps(model, wsss.normalize_image(s["image"]), s["labels"].float())
+        cams, _ = method.cam_maps(model, common.normalize_image(s["image"]), s["labels"].float())
         cam = cams.max(0).values.numpy()
         gt = np.asarray(s["mask"]).reshape(cam.shape)
         obj = (gt > 0) & (gt != 255)

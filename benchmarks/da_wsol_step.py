@@ -29,8 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _build(name: str, args: argparse.Namespace) -> tuple[Any, Any, dict[str, list[float]]]:
     import torch
 
-    from lowlabel.methods import cam, da_wsol
-    from lowlabel.methods.wsol_common import build_cam_net
+    from lowlabel.methods.wsol import cam, da_wsol
+    from lowlabel.methods.wsol.common import build_cam_net
 
     torch.manual_seed(0)
     cfg = da_wsol.DAWSOLConfig() if name == "da_wsol" else cam.CAMConfig()
@@ -82,7 +82,7 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
 
 def _instrument(method: Any) -> dict[str, list[float]]:
     """Wrap the assigner's ``assign``/``sample`` and the MMD to time them."""
-    from lowlabel.methods import da_wsol
+    from lowlabel.methods.wsol import da_wsol
 
     timers: dict[str, list[float]] = {"tsa_assign": [], "tsa_sample": [], "mmd": []}
 

@@ -126,13 +126,14 @@ def seed_errors(run: Path, split: str, limit: int | None = None) -> dict[str, An
     """Error shares of the seed PNGs in ``<run>/eval/<split>/seeds`` against the GT masks of the run's data, from
     the scoring suite's confusion matrix (255 ignored)."""
     from lowlabel.engine.config import load_config_file
-    from lowlabel.methods import method_module, wsss
+    from lowlabel.methods import method_module
+    from lowlabel.methods.wsss import common
     from lowlabel.metrics.semseg import SegEvaluator
 
     name = json.loads((run / "env.json").read_text())["method"]
     config = load_config_file(method_module(name).CONFIG, run / "config.yaml")
-    gt_dir = wsss.resolve_voc_root(config.data.root) / "SegmentationClass"
-    evaluator = SegEvaluator(num_classes=len(wsss.class_names(config.data)) + 1)
+    gt_dir = common.resolve_voc_root(config.data.root) / "SegmentationClass"
+    evaluator = SegEvaluator(num_classes=len(common.class_names(config.data)) + 1)
     for png in sorted((run / "eval" / split / "seeds").glob("*.png"))[:limit]:
         if (gt_dir / png.name).is_file():
             evaluator.update(np.asarray(Image.open(png)), np.asarray(Image.open(gt_dir / png.name)))
@@ -157,7 +158,7 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt",
 
     from lowlabel.engine.run import load_method_from_run
     from lowlabel.losses import sipe as L
-    from lowlabel.methods import wsss, wsss_infer
+    from lowlabel.methods.wsss import common, inference
     from lowlabel.metrics.semseg import BackgroundThresholdSearch, SegEvaluator
 
     loaded = load_method_from_run(run / "checkpoints" / ckpt, method_name="sipe")
@@ -179,15 +180,15 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt",
             if s.get("mask") is None:
                 continue
             labels = s["labels"].float()
-            image = wsss.normalize_image(torch.as_tensor(s["image"]).as_subclass(torch.Tensor))
+            image = common.normalize_image(torch.as_tensor(s["image"]).as_subclass(torch.Tensor))
             gt = np.asarray(s["mask"], dtype=np.int64)
             hh, ww = gt.shape
             lab1 = torch.cat([labels.new_ones(1), labels]).view(1, -1, 1, 1)
             scores, _ = method.score_maps(model, image, labels)
-            seeds_eval.update(wsss_infer.present_argmax(scores, labels).numpy(), gt)
+            seeds_eval.update(inference.present_argmax(scores, labels).numpy(), gt)
             iscam_gt, cam = torch.zeros(k1, hh, ww), torch.zeros(k1 - 1, hh, ww)
             for scale in infer.scales:
-                out = wsss.flip_fused_forward(model, image, scale, infer.flip)
+                out = common.flip_fused_forward(model, image, scale, infer.flip)
                 feats = out.hier if method.config.sipe.use_hierarchical else out.x4
                 maps = L.is_cam(L.prototypes(gt_seeds(gt, feats.shape[2:], lab1), feats), feats)
                 iscam_gt += F.interpolate(maps, size=(hh, ww), mode="bilinear", align_corners=False)[0]
@@ -201,7 +202,7 @@ def diagnose(run: Path, split: str, limit: int | None, ckpt: str = "last.ckpt",
                     if sh is not None:
                         shares.append(sh)
             iscam_gt = iscam_gt / (iscam_gt.amax(dim=(1, 2), keepdim=True) + L.EPS) * lab1[0]
-            gt_eval.update(wsss_infer.present_argmax(iscam_gt, labels).numpy(), gt)
+            gt_eval.update(inference.present_argmax(iscam_gt, labels).numpy(), gt)
             cam = cam / (cam.amax(dim=(1, 2), keepdim=True) + L.EPS) * labels.view(-1, 1, 1)
             cam_search.update(cam.numpy(), gt, labels.numpy())
     best = cam_search.compute()

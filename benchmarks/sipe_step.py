@@ -36,22 +36,20 @@ def _peak_mb() -> float:
 def _train_step_child(kind: str, setting: str, steps: int, threads: int, queue: Any) -> None:
     import torch
 
-    from lowlabel.methods import sipe, wsss
     from lowlabel.methods.base import OptimConfig
+    from lowlabel.methods.wsss import common, sipe
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     if setting == "shapesworld":
-        model_cfg = sipe.ModelConfig(backbone="resnet_small", frozen_bn=False, freeze_stem=False, detach_stage=0,
+        model_cfg = common.ModelConfig(backbone="resnet_small", frozen_bn=False, freeze_stem=False, detach_stage=0,
                                      side_channels=(32, 64, 128, 128))
         batch_size, crop = 16, 128
     else:
-        model_cfg = sipe.ModelConfig(backbone="resnet50_os16", frozen_bn=True, freeze_stem=True, detach_stage=2)
+        model_cfg = common.ModelConfig(backbone="resnet50_os16", frozen_bn=True, freeze_stem=True, detach_stage=2)
         batch_size, crop = 2, 256
-    net = sipe.SIPENet(backbone=sipe.build_backbone(model_cfg), num_classes=20,
-                       side_channels=model_cfg.side_channels if kind == "sipe" else None,
-                       detach_stage=model_cfg.detach_stage)
-    opt = wsss.two_group_optimizer(net, OptimConfig(lr=0.01, momentum=0.9), 10.0)
+    net = common.build_cam_net(model_cfg, 20, side_features=kind == "sipe")
+    opt = common.two_group_optimizer(net, OptimConfig(lr=0.01, momentum=0.9), 10.0)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(batch_size, 3, crop, crop, generator=g)
     labels = (torch.rand(batch_size, 20, generator=g) < 0.15).float()
@@ -65,7 +63,7 @@ def _train_step_child(kind: str, setting: str, steps: int, threads: int, queue: 
         out = net(x)
         loss = torch.nn.functional.multilabel_soft_margin_loss(out.cam.mean(dim=(2, 3)), labels)
         if kind == "sipe":
-            v = wsss.valid_maps(valid, labels, out.x4.shape[2:])
+            v = common.valid_maps(valid, labels, out.x4.shape[2:])
             maps = sipe.sipe_maps(out, v, params, seed_features=out.x4.detach())
             from lowlabel.losses.sipe import gsc_loss
 

@@ -14,15 +14,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from lowlabel.engine.run import LoadedMethod
 from lowlabel.errors import UserError
+from lowlabel.models.weights import (
+    PRETRAINED_CONFIG,
+    PRETRAINED_FORMAT,
+    PRETRAINED_WEIGHTS,
+    load_nets,
+    load_weights,
+    read_weights,
+)
 
-FORMAT = "lowlabel-pretrained"
-WEIGHTS = "model.safetensors"
-CONFIG = "config.json"
+__all__ = ["from_pretrained", "load_weights", "read_weights", "save_pretrained"]
+
+FORMAT = PRETRAINED_FORMAT
+WEIGHTS = PRETRAINED_WEIGHTS
+CONFIG = PRETRAINED_CONFIG
 
 
 def save_pretrained(method_or_nets: Any, out_dir: str | Path, *, nets: Mapping[str, nn.Module] | None = None) -> Path:
@@ -64,33 +73,6 @@ def save_pretrained(method_or_nets: Any, out_dir: str | Path, *, nets: Mapping[s
     return out
 
 
-def load_weights(path: str | Path, *, trust_pickle: bool = False) -> dict[str, dict[str, torch.Tensor]]:
-    """``{network: state_dict}`` from a pretrained folder / ``.safetensors`` file, or a ``.pth``/``.ckpt`` file.
-
-    A ``.pth`` holding one state dict comes back as ``{"": state_dict}``.
-    """
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if path.is_dir():
-        path = path / WEIGHTS
-    if not path.is_file():
-        raise FileNotFoundError(f"weights not found: {path}")
-    if path.suffix == ".safetensors":
-        nets: dict[str, dict[str, torch.Tensor]] = {}
-        for key, value in load_file(str(path)).items():
-            name, _, param = key.partition("/")
-            nets.setdefault(name, {})[param] = value
-        return nets
-    from lowlabel.engine.checkpoint import FORMAT as CKPT_FORMAT
-    from lowlabel.engine.checkpoint import load_checkpoint, unwrap_state_dict
-
-    state = load_checkpoint(path, trust_pickle=trust_pickle)
-    if isinstance(state, dict) and state.get("format") == CKPT_FORMAT:
-        return dict(state["nets"])
-    return {"": dict(unwrap_state_dict(state, path))}
-
-
 def from_pretrained(path: str | Path, *, method_name: str | None = None, config: Any = None) -> LoadedMethod:
     """Rebuild a method from a ``save_pretrained`` folder (offline) and load its weights.
 
@@ -101,7 +83,6 @@ def from_pretrained(path: str | Path, *, method_name: str | None = None, config:
         config: method config overriding the saved one (required for bare networks).
     """
     from lowlabel.engine.config import config_from_dict
-    from lowlabel.engine.loop import load_nets
     from lowlabel.methods import method_module
 
     folder = Path(path)

@@ -10,9 +10,7 @@ from __future__ import annotations
 import errno
 import io
 import os
-import pickle
 import random
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +18,12 @@ import numpy as np
 import torch
 
 from lowlabel.errors import CheckpointError, UserError
+from lowlabel.models.weights import CHECKPOINT_FORMAT, load_checkpoint, unwrap_state_dict
 
-FORMAT = "lowlabel-checkpoint"
+__all__ = ["FORMAT", "atomic_write", "check_format", "load_checkpoint", "remove_stale_temp_files", "rng_state",
+           "serialize", "set_rng_state", "unwrap_state_dict"]
+
+FORMAT = CHECKPOINT_FORMAT
 TMP_SUFFIX = ".tmp"
 
 
@@ -73,34 +75,6 @@ def remove_stale_temp_files(folder: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: Path, *, trust_pickle: bool = False) -> Any:
-    """Load a checkpoint onto the CPU.
-
-    Without ``trust_pickle`` only tensors and plain Python containers are accepted
-    (``torch.load(weights_only=True)``); files that need arbitrary unpickling (many authors' ``.pth``
-    files) are refused with a one-line hint.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        UserError: the file is not a readable checkpoint, or needs ``--trust-pickle``.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=not trust_pickle)
-    except pickle.UnpicklingError as err:
-        if trust_pickle:
-            raise UserError(f"{path}: cannot unpickle checkpoint ({str(err).splitlines()[0]})") from err
-        raise UserError(
-            f"{path}: contains pickled Python objects, which can run arbitrary code when loaded; "
-            "pass --trust-pickle (trust_pickle=True) only if you trust where the file came from"
-        ) from err
-    except (RuntimeError, EOFError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"{path}: not a readable checkpoint ({first})") from err
-
-
 def rng_state() -> dict[str, Any]:
     """Every global RNG state (python, numpy, torch CPU and CUDA), in ``weights_only``-loadable form."""
     version, mt, gauss = random.getstate()
@@ -132,16 +106,3 @@ def check_format(ckpt: Any, path: Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path}: not a lowlabel checkpoint (no '{FORMAT}' header)")
     return ckpt
-
-
-def unwrap_state_dict(state: Any, path: Path) -> Mapping[str, Any]:
-    """The state dict inside an authors' checkpoint (``{"state_dict"|"model"|"net": ...}`` or bare), with any
-    DDP ``module.`` prefix removed from its keys; ``UserError`` naming ``path`` when there is none."""
-    if isinstance(state, Mapping):
-        for key in ("state_dict", "model", "net"):
-            if isinstance(state.get(key), Mapping):
-                state = state[key]
-                break
-    if not isinstance(state, Mapping):
-        raise UserError(f"{path}: expected a state dict, found {type(state).__name__}")
-    return {k.removeprefix("module."): v for k, v in state.items()}

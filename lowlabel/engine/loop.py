@@ -41,6 +41,7 @@ from lowlabel.engine.sampler import ResumableSampler
 from lowlabel.engine.seeding import seed_everything
 from lowlabel.errors import NonFiniteLossError
 from lowlabel.methods.base import EvalResult, build_scheduler
+from lowlabel.models.weights import load_nets
 
 
 @dataclass
@@ -387,21 +388,6 @@ class _Loop:
             print(f"warning: {path} was written by {ckpt['world_size']} process(es), this run has {self.world}; "
                   "the data order and random streams will not continue exactly", file=sys.stderr)
         return int(ckpt["logger"]["csv_offset"])
-
-
-def load_nets(nets: Mapping[str, nn.Module], states: Mapping[str, Any], *, source: Path | str) -> None:
-    """Load ``states[name]`` into each net (strict); one-line ``UserError`` on a mismatch."""
-    from lowlabel.errors import UserError
-
-    missing = sorted(set(nets) - set(states))
-    if missing:
-        raise UserError(f"{source}: checkpoint has no weights for network(s) {missing}; it has {sorted(states)}")
-    for name, net in nets.items():
-        try:
-            net.load_state_dict(states[name])
-        except RuntimeError as err:
-            first = str(err).strip().splitlines()[0]
-            raise UserError(f"{source}: weights of network {name!r} do not fit ({first})") from err
 
 
 def evaluate_nets(method: Any, nets: Mapping[str, nn.Module], *, split: str, out_dir: Path) -> EvalResult:

@@ -8,11 +8,11 @@ from typing import Any
 
 from torch import nn
 
-from lowlabel.engine.checkpoint import FORMAT, load_checkpoint, unwrap_state_dict
 from lowlabel.engine.config import config_from_dict, load_config_file
 from lowlabel.engine.logging import write_metrics
 from lowlabel.errors import UserError
 from lowlabel.methods.base import EvalResult
+from lowlabel.models.weights import CHECKPOINT_FORMAT, load_checkpoint, load_nets, run_checkpoint, unwrap_state_dict
 
 
 @dataclasses.dataclass
@@ -38,10 +38,7 @@ def find_checkpoint(run_or_ckpt: str | Path) -> tuple[Path, Path | None]:
     """``(checkpoint file, run folder or None)`` for a run folder (best, else last) or a checkpoint path."""
     path = Path(run_or_ckpt)
     if path.is_dir():
-        for name in ("best.ckpt", "last.ckpt"):
-            if (path / "checkpoints" / name).is_file():
-                return path / "checkpoints" / name, path
-        raise FileNotFoundError(f"{path}: no checkpoints/best.ckpt or checkpoints/last.ckpt in this run folder")
+        return run_checkpoint(path), path
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint or run folder not found: {path}")
     run_dir = path.parent.parent if path.parent.name == "checkpoints" and \
@@ -66,7 +63,7 @@ def load_method_from_run(
 
     ckpt_path, run_dir = find_checkpoint(run_or_ckpt)
     ckpt = load_checkpoint(ckpt_path, trust_pickle=trust_pickle)
-    ours = isinstance(ckpt, dict) and ckpt.get("format") == FORMAT
+    ours = isinstance(ckpt, dict) and ckpt.get("format") == CHECKPOINT_FORMAT
     if not ours:
         return _load_foreign(ckpt, ckpt_path, method_name=method_name, config=config)
     name = ckpt["method"]
@@ -80,8 +77,6 @@ def load_method_from_run(
             config = config_from_dict(module.CONFIG, ckpt["config"], source=f"{ckpt_path} (embedded config)")
     method = module.build(config)
     nets = dict(method.networks())
-    from lowlabel.engine.loop import load_nets
-
     load_nets(nets, ckpt["nets"], source=ckpt_path)
     if ckpt.get("method_state") is not None and hasattr(method, "load_state_dict"):
         method.load_state_dict(ckpt["method_state"])

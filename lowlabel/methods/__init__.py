@@ -12,11 +12,11 @@ import importlib
 from types import ModuleType
 
 METHODS: dict[str, str] = {
-    "cam": "lowlabel.methods.cam",
-    "da_wsol": "lowlabel.methods.da_wsol",
-    "mlcam": "lowlabel.methods.mlcam",
-    "sipe": "lowlabel.methods.sipe",
-    "seg": "lowlabel.methods.seg",
+    "cam": "lowlabel.methods.wsol.cam",
+    "da_wsol": "lowlabel.methods.wsol.da_wsol",
+    "mlcam": "lowlabel.methods.wsss.mlcam",
+    "sipe": "lowlabel.methods.wsss.sipe",
+    "seg": "lowlabel.methods.wsss.seg",
 }
 
 # One line per method for `lowlabel train --help` (kept here so that --help imports no method).

@@ -26,13 +26,13 @@ lowlabel run's checkpoint or a ``save_pretrained`` folder whose network has a ``
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models import inception_v3, resnet50, vgg16
 from torchvision.models.resnet import BasicBlock
+
+from lowlabel.models.weights import load_lowlabel_body, load_torchvision_weights
 
 BACKBONES = ("resnet50", "vgg16", "inception_v3", "resnet_small")
 
@@ -98,75 +98,6 @@ def build_backbone(*, name: str, pretrained: str = "", large_feature_map: bool =
             load_lowlabel_body(net, pretrained)
         return net
     raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-
-
-def load_torchvision_weights(model: nn.Module, path: str) -> None:
-    """Load a local torchvision-layout state dict into ``model``, ignoring its classifier keys.
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: the file cannot be read or holds no state dict; keys other than the classifier's are missing
-            or unexpected; a tensor has the wrong shape. One line, naming the file.
-    """
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"pretrained weights not found: {file}")
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(file))
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # unpickling, truncated files and safetensors headers fail in many ways
-        first = (str(err).strip().splitlines() or [""])[0]
-        raise ValueError(f"{file}: cannot read pretrained weights ({type(err).__name__}: {first})") from None
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"{file}: not a state dict (a mapping of parameter names to tensors)")
-    classifier = ("fc.", "classifier.", "AuxLogits.")
-    state = {k: v for k, v in state.items() if not k.startswith(classifier)}
-    own = {k: v for k, v in model.state_dict().items() if not k.startswith(classifier)}
-    # BatchNorm fills in num_batches_tracked for files saved before PyTorch 0.4 (torchvision's original ImageNet
-    # ResNet-50, the one IRN and SIPE load).
-    missing = sorted(k for k in set(own) - set(state) if not k.endswith("num_batches_tracked"))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"{file}: not a torchvision state dict for this backbone ({len(missing)} missing keys, "
-                         f"e.g. {missing[:3]}; {len(unexpected)} unexpected, e.g. {unexpected[:3]})")
-    for key, value in state.items():
-        if value.shape != own[key].shape:
-            raise ValueError(f"{file}: {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
-    model.load_state_dict(state, strict=False)
-
-
-def load_lowlabel_body(model: CAMBackbone, path: str) -> None:
-    """Load the ``backbone.body.*`` weights of a lowlabel checkpoint / ``save_pretrained`` folder into ``model``.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: no network in it has backbone body weights, or they do not fit ``model.body``.
-    """
-    from lowlabel.pretrained import load_weights
-
-    nets = load_weights(path)
-    marker = "backbone.body."
-    body = {}
-    for net in nets.values():
-        for key, value in net.items():
-            if key.startswith(marker) or f".{marker}" in key:
-                body[key[key.index(marker) + len("backbone.") :]] = value
-    if not body:
-        raise ValueError(f"{path}: no backbone.body.* weights (expected a lowlabel run of a resnet_small method)")
-    expected = {k for k in model.state_dict() if k.startswith("body.")}
-    if set(body) != expected:
-        raise ValueError(f"{path}: backbone weights do not fit this resnet_small (missing "
-                         f"{sorted(expected - set(body))[:3]}, unexpected {sorted(set(body) - expected)[:3]})")
-    try:
-        model.load_state_dict(body, strict=False)
-    except RuntimeError as err:  # shape mismatch (another width)
-        detail = str(err).splitlines()[-1].strip()
-        raise ValueError(f"{path}: backbone weights do not fit this resnet_small: {detail}") from None
 
 
 def _resnet50(pretrained: str, large_feature_map: bool) -> CAMBackbone:

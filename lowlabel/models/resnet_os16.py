@@ -13,7 +13,7 @@ from typing import Literal
 import torchvision
 from torch import Tensor, nn
 
-from lowlabel.models.backbones import load_torchvision_weights
+from lowlabel.models.weights import load_torchvision_weights
 
 Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 STAGE_CHANNELS: dict[str, tuple[int, int, int, int]] = {

@@ -1,6 +1,6 @@
 """The static HTML report (``lowlabel report``) and what it reads.
 
-* :mod:`~lowlabel.report.samples`: what a method's ``evaluate`` writes for the report
+* :mod:`~lowlabel.samples`: what a method's ``evaluate`` writes for the report
   (``per_image.csv``, ``samples/<id>.npz`` via ``save_sample``).
 * :mod:`~lowlabel.report.runs`: reading run folders; grouping runs of one config over seeds.
 * :mod:`~lowlabel.report.comparisons`: ``BASELINES`` (method -> baseline) and ``HEADLINE_METRICS``,

@@ -19,8 +19,8 @@ from lowlabel.report.comparisons import Comparison, build_comparisons
 from lowlabel.report.figures import plot_curves
 from lowlabel.report.panels import Panel, draw_panel
 from lowlabel.report.runs import Run, expand_run_dirs, group_runs, load_run
-from lowlabel.report.samples import NUM_FIXED, load_sample, safe_name
 from lowlabel.report.tables import headline_table, per_class_tables, summary_markdown, summary_table
+from lowlabel.samples import NUM_FIXED, load_sample, safe_name
 
 TILE_DISPLAY = 170  # CSS pixels of a panel tile's long side, so a method and its baseline fit side by side
 CSP = "default-src 'none'; img-src 'self' file: data:; style-src 'unsafe-inline'"

@@ -1,6 +1,6 @@
 """Qualitative panels: one drawing function per sample ``kind``, in one dict.
 
-A sample is what :func:`lowlabel.report.samples.load_sample` returns: a dict with ``kind``,
+A sample is what :func:`lowlabel.samples.load_sample` returns: a dict with ``kind``,
 ``image_id``, ``image`` (uint8 H×W×3) and kind-specific arrays. A panel function turns it into a
 :class:`Panel`: a row of titled RGB tiles, a colour legend and a caption. The HTML writer saves the
 tiles as PNG files and escapes every string, so panel functions only draw pixels and return text.

@@ -3,7 +3,7 @@
 A run folder (written by the engine, see ``lowlabel/engine``) holds ``config.yaml``, ``env.json``,
 ``metrics.json`` (flat keys plus ``step`` and ``split``), ``logs/metrics.csv`` (long format
 ``step,key,value``) and ``eval/<split>/`` (``per_image.csv``, ``samples/*.npz``; see
-:mod:`lowlabel.report.samples`). Every file but ``metrics.json`` is optional for the report.
+:mod:`lowlabel.samples`). Every file but ``metrics.json`` is optional for the report.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from lowlabel.errors import UserError
-from lowlabel.report.samples import read_per_image
+from lowlabel.samples import read_per_image
 
 # Keys of metrics.json that are bookkeeping, not metrics.
 NON_METRIC_KEYS = frozenset({"step", "split", "epoch", "method", "per_class", "monitor", "time", "wall_time"})

@@ -19,7 +19,7 @@ import pytest
 from lowlabel.cli import demo
 from lowlabel.cli.demo import DemoRun, discover_runs, run_demo
 from lowlabel.errors import UserError
-from lowlabel.report.samples import save_sample, write_per_image
+from lowlabel.samples import save_sample, write_per_image
 
 
 def write_configs(root: Path, methods: Sequence[str]) -> Path:

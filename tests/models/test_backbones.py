@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lowlabel.models.backbones import build_backbone, load_torchvision_weights
+from lowlabel.models.backbones import build_backbone
 from lowlabel.models.cam_heads import CAMNet
+from lowlabel.models.weights import load_torchvision_weights
 
 # name, input size, expected (D, h) of the final map
 # The benchmark backbones take 10-20 s each on 2 shared cores (building 25M-140M parameters): slow.

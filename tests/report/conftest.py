@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from lowlabel.report.samples import choose_sample_ids, save_sample, write_per_image
+from lowlabel.samples import choose_sample_ids, save_sample, write_per_image
 
 FakeRun = Callable[..., Path]
 

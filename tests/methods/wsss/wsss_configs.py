@@ -13,7 +13,7 @@ from lowlabel.engine.config import load_config_file
 
 from .voc_fake import write_fake_voc
 
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CONFIGS = Path(__file__).resolve().parents[3] / "configs"
 
 
 def fake_root_for(cfg_data: object, tmp_path: Path) -> tuple[Path, str]:

@@ -1,6 +1,6 @@
 """Multi-label CAM baseline for weakly-supervised semantic segmentation (the baseline SIPE must beat).
 
-The same backbone, data, optimiser and budget as :mod:`lowlabel.methods.sipe`, trained with the
+The same backbone, data, optimiser and budget as :mod:`lowlabel.methods.wsss.sipe`, trained with the
 classification loss only (``multilabel_soft_margin(GAP(cam), y)``; IRN's ``train_cam``). Seeds are the
 conventional ones: multi-scale + flip CAMs of the image's classes, normalised by their max, against a
 constant background score ``t``; ``t`` is chosen on the ``threshold_split`` (VOC: val) by the scoring
@@ -22,18 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lowlabel.methods import wsss, wsss_infer
 from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
-from lowlabel.methods.sipe import ModelConfig, SIPENet, build_backbone
+from lowlabel.methods.wsss import common, inference
 
 
 @dataclass
 class MLCAMConfig:
     """Everything ``lowlabel train mlcam`` reads (sections shared with ``sipe``)."""
 
-    data: wsss.DataConfig = field(default_factory=wsss.DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    infer: wsss.InferConfig = field(default_factory=wsss.InferConfig)
+    data: common.DataConfig = field(default_factory=common.DataConfig)
+    model: common.ModelConfig = field(default_factory=common.ModelConfig)
+    infer: common.InferConfig = field(default_factory=common.InferConfig)
     threshold_split: str = "val"  # split on which the background threshold is searched (VOC convention)
     # background thresholds tried: (first, last, step); IRN/SIPE eval_cam.py sweep 0.05 .. 0.95 by 0.01
     threshold_range: tuple[float, float, float] = (0.05, 0.95, 0.01)
@@ -64,17 +63,16 @@ class MLCAM:
 
     def __init__(self, *, config: MLCAMConfig) -> None:
         self.config = config
-        self.data = wsss.WSSSData(config.data)
+        self.data = common.WSSSData(config.data)
         self.num_classes = self.data.num_classes
-        self.model = SIPENet(backbone=build_backbone(config.model), num_classes=self.num_classes,
-                             side_channels=None, detach_stage=config.model.detach_stage)
+        self.model = common.build_cam_net(config.model, self.num_classes, side_features=False)
         self.threshold: float | None = None
 
     def networks(self) -> dict[str, nn.Module]:
         return {"model": self.model}
 
     def optimizers(self, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"model": wsss.two_group_optimizer(nets["model"], self.config.optim, self.config.lr_mult)}
+        return {"model": common.two_group_optimizer(nets["model"], self.config.optim, self.config.lr_mult)}
 
     def train_dataset(self) -> torch.utils.data.Dataset:
         return self.data.train_set()
@@ -91,7 +89,7 @@ class MLCAM:
         _, hh, ww = image.shape
         total, feats = None, None
         for scale in cfg.scales:
-            out = wsss.flip_fused_forward(model, image, scale, cfg.flip)
+            out = common.flip_fused_forward(model, image, scale, cfg.flip)
             up = F.interpolate(F.relu(out.cam), size=(hh, ww), mode="bilinear", align_corners=False)[0]
             total = up if total is None else total + up
             if feats is None or scale == 1.0:
@@ -113,8 +111,8 @@ class MLCAM:
             s = ds[i]
             if s.get("mask") is None:
                 continue
-            lab = wsss.check_labels(s["labels"], str(s["image_id"]), f"{self.data.root} split {split}")
-            cam, _ = self.cam_maps(model, wsss.normalize_image(s["image"]), lab)
+            lab = common.check_labels(s["labels"], str(s["image_id"]), f"{self.data.root} split {split}")
+            cam, _ = self.cam_maps(model, common.normalize_image(s["image"]), lab)
             search.update(cam.cpu().numpy(), np.asarray(s["mask"], dtype=np.int64), lab.cpu().numpy())
             scored += 1
         if not scored:
@@ -141,7 +139,7 @@ class MLCAM:
             def sweep(scores: Tensor, gt: np.ndarray, labels: Tensor) -> None:
                 own.update(scores[1:].cpu().numpy(), gt.astype(np.int64), labels.cpu().numpy())
 
-            result = wsss_infer.evaluate_maps(
+            result = inference.evaluate_maps(
                 score, self.data, split, Path(out_dir), self.config.infer, on_scored=sweep
             )
             result.metrics["bg_threshold"] = t
@@ -169,7 +167,7 @@ class MLCAM:
             cam, feats = self.cam_maps(model, image, labels)
             return torch.cat([torch.full_like(cam[:1], t), cam]), feats
 
-        wsss_infer.predict_folder(model, score, Path(inputs), Path(out), self.config.infer)
+        inference.predict_folder(model, score, Path(inputs), Path(out), self.config.infer)
 
 
 def build(cfg: MLCAMConfig) -> MLCAM:

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lowlabel.errors import DataError
-from lowlabel.methods import sipe, wsss, wsss_infer
 from lowlabel.methods.base import TrainerConfig
+from lowlabel.methods.wsss import common, inference, sipe
 
 from .voc_fake import write_fake_voc
 
@@ -19,11 +19,11 @@ torch.set_num_threads(1)
 
 def small_config(root: Path, **sipe_kw: object) -> sipe.SIPEConfig:
     return sipe.SIPEConfig(
-        data=wsss.DataConfig(root=str(root), train_split="train", crop=32, long_side=(32, 48)),
-        model=sipe.ModelConfig(backbone="resnet_small", frozen_bn=False, freeze_stem=False, detach_stage=0,
+        data=common.DataConfig(root=str(root), train_split="train", crop=32, long_side=(32, 48)),
+        model=common.ModelConfig(backbone="resnet_small", frozen_bn=False, freeze_stem=False, detach_stage=0,
                                side_channels=(8, 8, 16, 16)),
         sipe=sipe.SIPEParams(**sipe_kw),  # type: ignore[arg-type]
-        infer=wsss.InferConfig(scales=(1.0, 0.5), num_fixed_samples=2, num_worst_samples=1),
+        infer=common.InferConfig(scales=(1.0, 0.5), num_fixed_samples=2, num_worst_samples=1),
         trainer=TrainerConfig(max_steps=2, batch_size=2, eval_split="train", log_every=1),
     )
 
@@ -95,7 +95,7 @@ def test_label_file_not_matching_the_image_list_is_a_clear_error(tmp_path: Path)
 def test_seeds_are_argmax_over_background_and_present_classes() -> None:
     scores = torch.tensor([[0.2, 0.2], [0.9, 0.1], [0.5, 0.9]]).view(3, 1, 2)  # bg, class 1, class 2
     labels = torch.tensor([0.0, 1.0])  # only class 2 present: class 1's 0.9 must not win
-    assert wsss_infer.present_argmax(scores, labels).tolist() == [[2, 2]]
+    assert inference.present_argmax(scores, labels).tolist() == [[2, 2]]
 
 
 def test_affinity_refine_spreads_scores_inside_a_feature_cluster() -> None:
@@ -103,7 +103,7 @@ def test_affinity_refine_spreads_scores_inside_a_feature_cluster() -> None:
     feats[0, :, :2] = 1.0  # left two pixels one cluster, right two the other
     feats[1, :, 2:] = 1.0
     scores = torch.tensor([[0.0, 0.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0]]).view(2, 1, 4)
-    out = wsss_infer.affinity_refine(scores, feats, beta=1.0, log2_steps=2)
+    out = inference.affinity_refine(scores, feats, beta=1.0, log2_steps=2)
     torch.testing.assert_close(out[1, 0], torch.tensor([0.5, 0.5, 0.0, 0.0]))  # class mass averaged over its cluster
     torch.testing.assert_close(out[0, 0], torch.tensor([0.0, 0.0, 1.0, 1.0]))
 
@@ -127,7 +127,7 @@ def run_cli(*argv: str) -> None:
 
 def test_train_evaluate_predict_through_the_engine_and_cli(tmp_path: Path) -> None:
     from lowlabel.engine.config import dump_yaml
-    from lowlabel.report.samples import load_sample, read_per_image
+    from lowlabel.samples import load_sample, read_per_image
 
     root = write_fake_voc(tmp_path / "voc", num_train=3, num_val=2, num_aug=0)
     cfg = small_config(root)
@@ -164,11 +164,9 @@ def test_crf_refinement_is_optional_and_named_when_missing() -> None:
     if importlib.util.find_spec("pydensecrf") is not None:
         pytest.skip("pydensecrf is installed")
     with pytest.raises(ValueError, match="pydensecrf"):
-        wsss.InferConfig(refine="crf")
+        common.InferConfig(refine="crf")
 
 
 def test_resnet_small_width_is_configurable() -> None:
-    from lowlabel.methods.sipe import ModelConfig, build_backbone
-
-    cfg = ModelConfig(backbone="resnet_small", width=8, frozen_bn=False, freeze_stem=False, detach_stage=0)
-    assert build_backbone(cfg).num_features == 64  # 8 * width
+    cfg = common.ModelConfig(backbone="resnet_small", width=8, frozen_bn=False, freeze_stem=False, detach_stage=0)
+    assert common.build_cam_net(cfg, 3, side_features=False).backbone.num_features == 64  # 8 * width

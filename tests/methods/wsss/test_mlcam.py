@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lowlabel.methods import mlcam, sipe, wsss
 from lowlabel.methods.base import TrainerConfig
+from lowlabel.methods.wsss import common, mlcam
 
 from .voc_fake import write_fake_voc
 
@@ -18,9 +18,9 @@ torch.set_num_threads(1)
 
 def small_config(root: Path) -> mlcam.MLCAMConfig:
     return mlcam.MLCAMConfig(
-        data=wsss.DataConfig(root=str(root), train_split="train", crop=32, long_side=(32, 48)),
-        model=sipe.ModelConfig(backbone="resnet_small", frozen_bn=False, freeze_stem=False, detach_stage=0),
-        infer=wsss.InferConfig(scales=(1.0, 0.5), num_fixed_samples=2, num_worst_samples=1),
+        data=common.DataConfig(root=str(root), train_split="train", crop=32, long_side=(32, 48)),
+        model=common.ModelConfig(backbone="resnet_small", frozen_bn=False, freeze_stem=False, detach_stage=0),
+        infer=common.InferConfig(scales=(1.0, 0.5), num_fixed_samples=2, num_worst_samples=1),
         threshold_range=(0.2, 0.8, 0.3),
         trainer=TrainerConfig(max_steps=2, batch_size=2, eval_split="train", log_every=1),
     )
@@ -45,7 +45,7 @@ def test_cam_maps_are_normalised_and_zero_for_absent_classes(tmp_path: Path) -> 
     method.model.eval()
     s = method.data.split("train")[0]
     labels = s["labels"].float()
-    cams, feats = method.cam_maps(method.model, wsss.normalize_image(s["image"]), labels)
+    cams, feats = method.cam_maps(method.model, common.normalize_image(s["image"]), labels)
     assert cams.shape == (20, 40, 48) and feats.dim() == 3
     assert float(cams.max()) <= 1.0 and float(cams.min()) >= 0.0
     absent = labels == 0

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from lowlabel.errors import DataError
-from lowlabel.methods import seg, wsss
 from lowlabel.methods.base import TrainerConfig
+from lowlabel.methods.wsss import common, seg
 
 from .voc_fake import write_fake_voc
 
@@ -29,7 +29,7 @@ def pseudo_from_gt(root: Path, out: Path, split: str = "train") -> Path:
 
 def small_config(root: Path, pseudo: Path | str) -> seg.SegConfig:
     return seg.SegConfig(
-        data=wsss.DataConfig(root=str(root), train_split="train", crop=32, long_side=(32, 48)),
+        data=common.DataConfig(root=str(root), train_split="train", crop=32, long_side=(32, 48)),
         pseudo_dir=str(pseudo),
         model=seg.SegModelConfig(arch="deeplabv3_small"),
         trainer=TrainerConfig(max_steps=2, batch_size=2, eval_split="val", log_every=1),

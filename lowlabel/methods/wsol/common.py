@@ -24,7 +24,7 @@ from lowlabel.errors import DataError, UserError
 from lowlabel.methods.base import EvalResult
 from lowlabel.models.backbones import build_backbone
 from lowlabel.models.cam_heads import CAMNet, scoremaps_from_cams, select_class_cams
-from lowlabel.report.samples import choose_sample_ids, save_sample, write_per_image
+from lowlabel.samples import choose_sample_ids, save_sample, write_per_image
 
 SCOREMAP_SIZE = 224  # wsolevaluation evaluates every score map on a 224x224 grid
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

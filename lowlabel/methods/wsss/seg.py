@@ -23,12 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowlabel.errors import DataError
-from lowlabel.methods import wsss, wsss_infer
 from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
-from lowlabel.report.samples import choose_sample_ids, save_sample, write_per_image
+from lowlabel.methods.wsss import common, inference
+from lowlabel.models.seg_nets import SEG_ARCHS, SegNet
+from lowlabel.samples import choose_sample_ids, save_sample, write_per_image
 from lowlabel.structures import IGNORE_INDEX
-
-ARCHS = ("deeplabv3_small", "deeplabv3_resnet50", "deeplabv3_resnet101")
 
 
 @dataclass
@@ -39,15 +38,15 @@ class SegModelConfig:
     pretrained_backbone: str = ""  # "", "torchvision" (ImageNet weights, downloaded) or a local state dict
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"model.arch must be one of {', '.join(ARCHS)}, got {self.arch!r}")
+        if self.arch not in SEG_ARCHS:
+            raise ValueError(f"model.arch must be one of {', '.join(SEG_ARCHS)}, got {self.arch!r}")
 
 
 @dataclass
 class SegConfig:
     """Everything ``lowlabel train seg`` reads."""
 
-    data: wsss.DataConfig = field(default_factory=wsss.DataConfig)
+    data: common.DataConfig = field(default_factory=common.DataConfig)
     pseudo_dir: str = ""  # folder with <image_id>.png for every image of data.train_split (required)
     model: SegModelConfig = field(default_factory=SegModelConfig)
     max_eval_images: int = 0  # 0 = the whole eval split
@@ -60,54 +59,6 @@ class SegConfig:
 
 
 CONFIG = SegConfig
-
-
-class _FeatureDict(nn.Module):
-    """Adapts a ``forward_features`` backbone to DeepLabV3's ``{"out": features}`` interface."""
-
-    def __init__(self, backbone: nn.Module) -> None:
-        super().__init__()
-        self.body = backbone
-
-    def forward(self, x: Tensor) -> dict[str, Tensor]:
-        return {"out": self.body.forward_features(x)}
-
-
-class SegNet(nn.Module):
-    """torchvision DeepLabV3 returning logits at the input size; ``new_parameters`` = the head."""
-
-    def __init__(self, *, arch: str, num_classes: int, pretrained_backbone: str = "") -> None:
-        super().__init__()
-        from torchvision.models import segmentation as tvseg
-        from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
-
-        if arch == "deeplabv3_small":
-            from lowlabel.models.resnet_os16 import StagedResNet
-
-            backbone = StagedResNet(arch="resnet18", output_stride=16, frozen_bn=False, freeze_stem=False,
-                                    pretrained=pretrained_backbone)
-            self.net = DeepLabV3(_FeatureDict(backbone), DeepLabHead(backbone.num_features, num_classes), None)
-        else:
-            self.net = getattr(tvseg, arch)(weights=None, weights_backbone=None, num_classes=num_classes,
-                                            aux_loss=False)
-            if pretrained_backbone:
-                _load_backbone(self.net.backbone, arch.split("_")[1], pretrained_backbone)
-
-    def new_parameters(self) -> list[nn.Parameter]:
-        return list(self.net.classifier.parameters())
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)["out"]
-
-
-def _load_backbone(body: nn.Module, arch: str, pretrained: str) -> None:
-    from lowlabel.models.resnet_os16 import _load_pretrained
-
-    state = {k: v for k, v in _load_pretrained(arch, pretrained).items() if not k.startswith("fc.")}
-    missing, unexpected = body.load_state_dict(state, strict=False)
-    if missing or unexpected:
-        raise ValueError(f"{pretrained}: not a torchvision {arch} state dict (missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]})")
 
 
 def check_pseudo_dir(pseudo_dir: str, image_ids: list[str], split: str) -> Path:
@@ -132,7 +83,7 @@ class Seg:
 
     def __init__(self, *, config: SegConfig) -> None:
         self.config = config
-        self.data = wsss.WSSSData(config.data)
+        self.data = common.WSSSData(config.data)
         self.num_classes = self.data.num_classes + 1
         train = self.data.split(config.data.train_split)
         ids = [str(i) for i in train.image_ids] if hasattr(train, "image_ids") else \
@@ -145,7 +96,7 @@ class Seg:
         return {"model": self.model}
 
     def optimizers(self, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"model": wsss.two_group_optimizer(nets["model"], self.config.optim, self.config.lr_mult)}
+        return {"model": common.two_group_optimizer(nets["model"], self.config.optim, self.config.lr_mult)}
 
     def train_dataset(self) -> torch.utils.data.Dataset:
         return self.data.train_set(pseudo_dir=self.pseudo_dir)
@@ -158,7 +109,7 @@ class Seg:
     @torch.no_grad()
     def predict_ids(self, model: nn.Module, image_u8: Tensor) -> np.ndarray:
         """(H, W) uint8 class ids of one uint8 (3, H, W) image."""
-        logits = model(wsss.normalize_image(image_u8)[None])
+        logits = model(common.normalize_image(image_u8)[None])
         return logits[0].argmax(0).cpu().numpy().astype(np.uint8)
 
     def evaluate(self, nets: Mapping[str, nn.Module], split: str, out_dir: Path) -> EvalResult:
@@ -182,7 +133,7 @@ class Seg:
                 gt = np.asarray(s["mask"], dtype=np.uint8).reshape(pred.shape)
                 evaluator.update(pred, gt)
                 image_id = str(s["image_id"])
-                per_image[image_id] = wsss_infer.image_miou(pred, gt, self.num_classes)
+                per_image[image_id] = inference.image_miou(pred, gt, self.num_classes)
                 if len(kept) < 64:  # small splits: keep the arrays to draw samples
                     kept[image_id] = {"image": image_u8.permute(1, 2, 0).numpy().astype(np.uint8), "gt": gt,
                                       "seed": pred}
@@ -214,7 +165,7 @@ class Seg:
             raise FileNotFoundError(f"no images (.jpg/.png/.bmp) found in {inputs}")
         for path in files:
             image_u8 = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
-            wsss_infer.write_png(Path(out) / "masks" / f"{path.stem}.png", self.predict_ids(model, image_u8))
+            inference.write_png(Path(out) / "masks" / f"{path.stem}.png", self.predict_ids(model, image_u8))
 
 
 def build(cfg: SegConfig) -> Seg:

@@ -1,7 +1,7 @@
 """Shared parts of the weakly-supervised segmentation methods (``sipe``, ``mlcam``, ``seg``): training side.
 
 Data (VOC-layout image-label sets with IRN's random resize / flip / crop), the two-group SGD of IRN/SIPE and the
-multi-scale + flip forward. Seeds, refinement, evaluation and prediction are in :mod:`lowlabel.methods.wsss_infer`.
+multi-scale + flip forward. Seeds, refinement, evaluation and prediction are in :mod:`lowlabel.methods.wsss.inference`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from torch import Tensor, nn
 
 from lowlabel.errors import DataError
 from lowlabel.methods.base import OptimConfig, build_optimizer
-from lowlabel.structures import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from lowlabel.models.seg_nets import MultiLabelCAMNet, build_staged_backbone
+from lowlabel.structures import COCO_CLASSES, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
 
 ScoreFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (image, labels) -> ((K1, H, W) scores, (C, h, w))
 
@@ -39,6 +40,28 @@ class DataConfig:
     def __post_init__(self) -> None:
         if self.crop < 8 or not 0 < self.long_side[0] <= self.long_side[1]:
             raise ValueError(f"data.crop must be >= 8 and data.long_side increasing, got {self.crop}, {self.long_side}")
+
+
+@dataclass
+class ModelConfig:
+    """The backbone and the new layers."""
+
+    # "resnet50_os16" (paper: IRN's stride-16 ResNet-50), "resnet101_os16", "resnet18_os16", or a
+    # lowlabel.models.backbones name ("resnet_small": the stride-8 ShapesWorld net shared with CAM/DA-WSOL).
+    # side_channels: SIPE only (mlcam has no side convs).
+    backbone: str = "resnet50_os16"
+    frozen_bn: bool = True  # IRN's FixedBatchNorm (needs pretrained statistics); False when training from scratch
+    pretrained: str = ""  # "", "torchvision" (ImageNet weights), a torchvision state dict; resnet_small: a lowlabel run
+    freeze_stem: bool = True  # the official code freezes conv1/bn1
+    detach_stage: int = 2  # x_k.detach() after stage k (official: 2, so stages 0-2 get no gradient); 0 = off
+    side_channels: tuple[int, int, int, int] = (128, 128, 256, 256)  # official side1..side4 widths
+    width: int = 32  # resnet_small only: first-stage channels (then x2, x4, x8)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.detach_stage <= 4:
+            raise ValueError(f"model.detach_stage must be in 0..4, got {self.detach_stage}")
+
+
 
 
 @dataclass
@@ -69,6 +92,14 @@ class InferConfig:
             raise ValueError(f"infer.scales must be positive, got {self.scales}")
 
 
+def build_cam_net(cfg: ModelConfig, num_classes: int, *, side_features: bool) -> MultiLabelCAMNet:
+    """The multi-label CAM network of ``cfg``, with SIPE's side convs when ``side_features``."""
+    backbone = build_staged_backbone(cfg.backbone, pretrained=cfg.pretrained, frozen_bn=cfg.frozen_bn,
+                                     freeze_stem=cfg.freeze_stem, width=cfg.width)
+    return MultiLabelCAMNet(backbone=backbone, num_classes=num_classes,
+                            side_channels=cfg.side_channels if side_features else None, detach_stage=cfg.detach_stage)
+
+
 def resolve_voc_root(root: str) -> Path:
     from lowlabel.data import resolve_root
 
@@ -92,23 +123,8 @@ def open_voc(cfg: DataConfig, split: str) -> Any:
     return ds
 
 
-COCO_CLASSES: tuple[str, ...] = (
-    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
-    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
-    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
-    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
-    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
-    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors", "teddy bear",
-    "hair drier", "toothbrush",
-)  # fmt: skip
-
-
 def class_names(cfg: DataConfig) -> list[str]:
     """The foreground class names named by ``cfg.classes``."""
-    from lowlabel.data.voc import VOC_CLASSES
-
     if cfg.classes == "voc":
         return list(VOC_CLASSES)
     if cfg.classes == "coco":

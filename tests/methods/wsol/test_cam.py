@@ -14,11 +14,11 @@ import torch
 from lowlabel.data.transforms import collate_dicts
 from lowlabel.engine.config import load_config_file
 from lowlabel.errors import DataError
-from lowlabel.methods import cam
-from lowlabel.report.samples import load_sample, read_per_image
-from tests.methods.wsol_fake import write_wsol
+from lowlabel.methods.wsol import cam
+from lowlabel.samples import load_sample, read_per_image
+from tests.methods.wsol.wsol_fake import write_wsol
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def tiny(cfg: cam.CAMConfig, data_root: Path, meta_root: Path, **data: object) -> cam.CAMConfig:

@@ -3,7 +3,7 @@
 DA-WSOL, Zhu et al., CVPR 2022, arXiv:2203.01714. The image features s = GAP(P) are the source domain,
 the pixel features P the target domain. On top of CAM's cross-entropy L_c, each step:
 
-1. the Target Sample Assigner (:mod:`lowlabel.methods.tsa`) splits every image's pixels into unknown-class
+1. the Target Sample Assigner (:mod:`lowlabel.losses.tsa`) splits every image's pixels into unknown-class
    T^u, pseudo-source T^f and true-target T^t (3-way k-means from [M_0; s_i; M_y]) and samples
    S_i = [s_i; 31 T^f pixels] and T_i = 32 T^t pixels;
 2. L_d = mean over images of the linear-time multi-kernel MMD(S_i, T_i) (:mod:`lowlabel.losses.mmd`);
@@ -28,11 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowlabel.losses.mmd import mmd_linear
+from lowlabel.losses.tsa import UNIVERSUM, TargetSampleAssigner
 from lowlabel.losses.universum import universum_loss
 from lowlabel.methods.base import StepOutput
-from lowlabel.methods.cam import CAMConfig, CAMMethod, build_parts
-from lowlabel.methods.tsa import UNIVERSUM, TargetSampleAssigner
-from lowlabel.methods.wsol_common import as_labels, count_correct
+from lowlabel.methods.wsol.cam import CAMConfig, CAMMethod, build_parts
+from lowlabel.methods.wsol.common import as_labels, count_correct
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn.cluster import k_means
 
-from lowlabel.methods.tsa import TargetSampleAssigner, batched_kmeans
+from lowlabel.losses.tsa import TargetSampleAssigner, batched_kmeans
 
 
 def three_blobs(seed: int, n_per: tuple[int, ...] = (40, 30, 50), dim: int = 6) -> tuple[torch.Tensor, torch.Tensor]:

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.methods.wsol.test_cam import REAL, ROOT, tiny
 
 from lowlabel.data.transforms import collate_dicts
 from lowlabel.engine.config import load_config_file
-from lowlabel.methods import da_wsol
-from tests.methods.test_cam import REAL, ROOT, tiny
-from tests.methods.wsol_fake import write_wsol
+from lowlabel.methods.wsol import da_wsol
+from tests.methods.wsol.wsol_fake import write_wsol
 
 
 def da_config(data_root: Path, meta: Path, **da: object) -> da_wsol.DAWSOLConfig:
@@ -61,7 +61,7 @@ def test_memory_state_round_trip(tmp_path: Path) -> None:
 
 
 def test_same_seed_same_initial_weights_as_cam(tmp_path: Path) -> None:
-    from lowlabel.methods import cam
+    from lowlabel.methods.wsol import cam
 
     data = write_wsol(tmp_path, "CUB")
     w_cam = cam.build(tiny(cam.CAMConfig(), *data)).model.state_dict()

@@ -22,7 +22,7 @@ from torch import nn
 
 from lowlabel.data.transforms import collate_dicts
 from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig, build_optimizer
-from lowlabel.methods.wsol_common import (
+from lowlabel.methods.wsol.common import (
     ModelConfig,
     WSOLData,
     WSOLDataConfig,
@@ -56,7 +56,7 @@ class CAMConfig:
 
 
 class CAMMethod:
-    """CAM: cross-entropy training, CAM evaluation. :class:`~lowlabel.methods.da_wsol.DAWSOL` extends it."""
+    """CAM: cross-entropy training, CAM evaluation. :class:`~lowlabel.methods.wsol.da_wsol.DAWSOL` extends it."""
 
     name = "cam"
 

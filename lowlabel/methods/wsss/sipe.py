@@ -43,27 +43,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowlabel.losses import sipe as L
-from lowlabel.methods import wsss, wsss_infer
 from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
-
-
-@dataclass
-class ModelConfig:
-    """The backbone and the new layers."""
-
-    # "resnet50_os16" (paper: IRN's stride-16 ResNet-50), "resnet101_os16", "resnet18_os16", or a
-    # lowlabel.models.backbones name ("resnet_small": the stride-8 ShapesWorld net shared with CAM/DA-WSOL).
-    backbone: str = "resnet50_os16"
-    frozen_bn: bool = True  # IRN's FixedBatchNorm (needs pretrained statistics); False when training from scratch
-    pretrained: str = ""  # "", "torchvision" (ImageNet weights), a torchvision state dict; resnet_small: a lowlabel run
-    freeze_stem: bool = True  # the official code freezes conv1/bn1
-    detach_stage: int = 2  # x_k.detach() after stage k (official: 2, so stages 0-2 get no gradient); 0 = off
-    side_channels: tuple[int, int, int, int] = (128, 128, 256, 256)  # official side1..side4 widths
-    width: int = 32  # resnet_small only: first-stage channels (then x2, x4, x8)
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.detach_stage <= 4:
-            raise ValueError(f"model.detach_stage must be in 0..4, got {self.detach_stage}")
+from lowlabel.methods.wsss import common, inference
+from lowlabel.models.seg_nets import CAMOutput
 
 
 @dataclass
@@ -91,10 +73,10 @@ class SIPEParams:
 class SIPEConfig:
     """Everything ``lowlabel train sipe`` reads."""
 
-    data: wsss.DataConfig = field(default_factory=wsss.DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
+    data: common.DataConfig = field(default_factory=common.DataConfig)
+    model: common.ModelConfig = field(default_factory=common.ModelConfig)
     sipe: SIPEParams = field(default_factory=SIPEParams)
-    infer: wsss.InferConfig = field(default_factory=wsss.InferConfig)
+    infer: common.InferConfig = field(default_factory=common.InferConfig)
     trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(batch_size=16, eval_split="train"))
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(
         lr=0.1, momentum=1e-4, weight_decay=1e-4, schedule="poly", power=0.9, grad_clip=1.0))
@@ -104,99 +86,7 @@ class SIPEConfig:
 CONFIG = SIPEConfig
 
 
-@dataclass
-class NetOutput:
-    """What :class:`SIPENet` returns: raw CAM, last-stage features, hierarchical features (or None)."""
-
-    cam: Tensor  # (B, K, h, w)
-    x4: Tensor  # (B, D, h, w)
-    hier: Tensor | None  # (B, sum(side_channels), h, w)
-
-
-class SIPENet(nn.Module):
-    """Backbone + 1x1 classifier (no bias) + optional side convs for hierarchical features.
-
-    Args:
-        backbone: a module with ``body`` (stem then four stages) and ``num_features``.
-        num_classes: K foreground classes.
-        side_channels: widths of side1..side4, or None for a plain CAM network.
-        detach_stage: stop the gradient after this stage (0 = never).
-    """
-
-    def __init__(
-        self, *, backbone: nn.Module, num_classes: int, side_channels: tuple[int, ...] | None, detach_stage: int
-    ) -> None:
-        super().__init__()
-        self.backbone = backbone
-        self.detach_stage = detach_stage
-        self.classifier = nn.Conv2d(backbone.num_features, num_classes, 1, bias=False)
-        self.sides: nn.ModuleList | None = None
-        if side_channels is not None:
-            stage_channels = _stage_channels(backbone)
-            self.sides = nn.ModuleList(
-                [nn.Conv2d(c_in, c_out, 1, bias=False) for c_in, c_out in zip(stage_channels, side_channels)]
-            )
-
-    def new_parameters(self) -> list[nn.Parameter]:
-        """The layers added on the backbone (trained at ``lr x lr_mult``)."""
-        mods: list[nn.Module] = [self.classifier] + ([self.sides] if self.sides is not None else [])
-        return [p for m in mods for p in m.parameters()]
-
-    def forward(self, x: Tensor) -> NetOutput:
-        feats = []
-        h = x
-        for i, block in enumerate(self.backbone.body):
-            h = block(h)
-            if i >= 1:
-                if i == self.detach_stage:
-                    h = h.detach()
-                feats.append(h)
-        x4 = self.backbone.extra(h)
-        cam = self.classifier(x4)
-        hier = None
-        if self.sides is not None:
-            size = feats[2].shape[2:]  # x3's size (stride 16 in the paper)
-            parts = []
-            for side, f in zip(self.sides, feats):
-                s = side(f.detach())
-                s = s / (s.norm(dim=1, keepdim=True) + L.EPS)
-                parts.append(F.interpolate(s, size=size, mode="bilinear", align_corners=False))
-            hier = torch.cat(parts, dim=1)  # (B, sum(side_channels), h, w)
-        return NetOutput(cam=cam, x4=x4, hier=hier)
-
-
-def _stage_channels(backbone: nn.Module) -> list[int]:
-    """Output channels of body[1..4], found with one tiny forward pass in eval mode."""
-    if hasattr(backbone, "stage_channels"):
-        return list(backbone.stage_channels)
-    was_training = backbone.training
-    backbone.eval()
-    with torch.no_grad():
-        h = torch.zeros(1, 3, 64, 64)
-        chans = []
-        for i, block in enumerate(backbone.body):
-            h = block(h)
-            if i >= 1:
-                chans.append(h.shape[1])
-    backbone.train(was_training)
-    if len(chans) != 4:
-        raise ValueError(f"SIPE needs a backbone with a stem and 4 stages, got {len(chans)} stages")
-    return chans
-
-
-def build_backbone(cfg: ModelConfig) -> nn.Module:
-    """The backbone named by ``cfg.backbone`` (see :class:`ModelConfig`)."""
-    if cfg.backbone.endswith("_os16"):
-        from lowlabel.models.resnet_os16 import StagedResNet
-
-        return StagedResNet(arch=cfg.backbone[: -len("_os16")], output_stride=16, frozen_bn=cfg.frozen_bn,
-                            pretrained=cfg.pretrained, freeze_stem=cfg.freeze_stem)
-    from lowlabel.models import backbones
-
-    return backbones.build_backbone(name=cfg.backbone, pretrained=cfg.pretrained, width=cfg.width)
-
-
-def sipe_maps(out: NetOutput, valid: Tensor, params: SIPEParams, *, seed_features: Tensor) -> dict[str, Tensor]:
+def sipe_maps(out: CAMOutput, valid: Tensor, params: SIPEParams, *, seed_features: Tensor) -> dict[str, Tensor]:
     """Normalised CAM with background, seeds, prototypes and IS-CAM from one forward pass.
 
     Args:
@@ -232,16 +122,15 @@ class SIPE:
 
     def __init__(self, *, config: SIPEConfig) -> None:
         self.config = config
-        self.data = wsss.WSSSData(config.data)
+        self.data = common.WSSSData(config.data)
         self.num_classes = self.data.num_classes
-        self.model = SIPENet(backbone=build_backbone(config.model), num_classes=self.num_classes,
-                             side_channels=config.model.side_channels, detach_stage=config.model.detach_stage)
+        self.model = common.build_cam_net(config.model, self.num_classes, side_features=True)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"model": self.model}
 
     def optimizers(self, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        return {"model": wsss.two_group_optimizer(nets["model"], self.config.optim, self.config.lr_mult)}
+        return {"model": common.two_group_optimizer(nets["model"], self.config.optim, self.config.lr_mult)}
 
     def train_dataset(self) -> torch.utils.data.Dataset:
         return self.data.train_set()
@@ -249,12 +138,12 @@ class SIPE:
     def training_step(self, nets: Mapping[str, nn.Module], batch: Any, step: int) -> StepOutput:
         p = self.config.sipe
         x, labels = batch["image"], batch["labels"].float()
-        out: NetOutput = nets["model"](x)
+        out: CAMOutput = nets["model"](x)
         l_cls = F.multilabel_soft_margin_loss(out.cam.mean(dim=(2, 3)), labels)
         logs = {"loss_cls": float(l_cls.detach())}
         loss = l_cls
         if p.use_gsc:
-            valid = wsss.valid_maps(batch["valid"], labels, out.x4.shape[2:])  # (B, K1, h, w)
+            valid = common.valid_maps(batch["valid"], labels, out.x4.shape[2:])  # (B, K1, h, w)
             assert out.hier is not None
             seed_feats = out.x4 if p.train_seed_features == "x4" else out.hier
             maps = sipe_maps(out, valid, p, seed_features=seed_feats.detach())
@@ -272,7 +161,7 @@ class SIPE:
         lab1 = torch.cat([labels.new_ones(1), labels]).view(1, -1, 1, 1)  # (1, K1, 1, 1)
         total, aff_feats = None, None
         for scale in cfg.scales:
-            out = wsss.flip_fused_forward(model, image, scale, cfg.flip)
+            out = common.flip_fused_forward(model, image, scale, cfg.flip)
             feats = out.hier if p.use_hierarchical else out.x4
             maps = sipe_maps(out, lab1, p, seed_features=out.hier)
             up = F.interpolate(maps["is_cam"], size=(hh, ww), mode="bilinear", align_corners=False)[0]
@@ -287,7 +176,7 @@ class SIPE:
         model = nets["model"]
         model.eval()
         try:
-            return wsss_infer.evaluate_maps(lambda img, lab: self.score_maps(model, img, lab), self.data, split,
+            return inference.evaluate_maps(lambda img, lab: self.score_maps(model, img, lab), self.data, split,
                                             Path(out_dir), self.config.infer)
         finally:
             model.train()
@@ -295,7 +184,7 @@ class SIPE:
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
         model = nets["model"]
         model.eval()
-        wsss_infer.predict_folder(model, lambda img, lab: self.score_maps(model, img, lab), Path(inputs), Path(out),
+        inference.predict_folder(model, lambda img, lab: self.score_maps(model, img, lab), Path(inputs), Path(out),
                                   self.config.infer)
 
 

@@ -19,8 +19,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from lowlabel.methods.base import EvalResult
-from lowlabel.methods.wsss import InferConfig, ScoreFn, WSSSData, check_labels, normalize_image
-from lowlabel.report.samples import save_sample, write_per_image
+from lowlabel.methods.wsss.common import InferConfig, ScoreFn, WSSSData, check_labels, normalize_image
+from lowlabel.samples import save_sample, write_per_image
 from lowlabel.structures import voc_palette
 
 
