@@ -1,6 +1,6 @@
 """The method contract: what every method module provides, and the config pieces they share.
 
-A method is one module in ``lowlabel/methods/`` with
+A method is one module in ``lowlabel/methods/<task>/`` with
 
 * a config ``@dataclass`` (``CAMConfig``, ``DAWSOLConfig``, ...) made of the small shared
   dataclasses below (``OptimConfig``, ``TrainerConfig``) plus its own sections. jsonargparse
@@ -13,19 +13,41 @@ A method is one module in ``lowlabel/methods/`` with
 The engine (``lowlabel/engine/loop.py``) owns the loop. It never branches on a method name; it
 calls the members of :class:`Method` in this order::
 
-    nets = method.networks()                       # plain nn.Modules, keyed by name
-    opts = method.optimizers(nets)                 # one optimizer per name (GANs have several)
-    scheds = method.schedulers(opts, total_steps)  # optional LR schedules, stepped every optimizer step
-    wrapped = fabric.setup_module(...) for each net; fabric.setup_optimizers(...) for each optimizer
-    loader = fabric.setup_dataloaders(DataLoader(method.train_dataset(), ...,
-                                                 collate_fn=method.collate))
+    nets = method.networks()                 # trained (or state-carrying) modules: optimised, checkpointed
+    frozen = method.frozen_networks()        # optional: teachers etc.; moved, eval mode, never checkpointed
+    opts = method.optimizers(nets)           # one optimizer per name (a GAN's G and D, a detector's parts)
+    settings = method.optim_configs()        # optional: OptimConfig per optimizer (default: config.optim)
+    scheds = build_scheduler(opt, settings[name], max_steps) for each optimizer
+    wrapped = fabric.setup_module(net) for nets with trainable parameters, fabric.to_device otherwise
+    loader = fabric.setup_dataloaders(DataLoader(method.train_dataset(), ..., collate_fn=method.collate))
     for step ...:
-        out = method.training_step(wrapped, batch, step)   # StepOutput: losses keyed by optimizer name
-        for name in opts (dict order): backward(out.losses[name]) restricted to that optimizer's
-                                       parameters, then step (after `accumulate` micro-batches)
-        method.after_optimizer_step(wrapped, step)          # EMA / momentum / memory updates
-        every trainer.eval_every steps (and at the end), on rank 0:
-            result = method.evaluate(unwrapped, split=cfg.trainer.eval_split, out_dir=run/eval/<split>)
+        out = method.training_step({**wrapped, **frozen}, batch, step)
+        # one phase:       out is a StepOutput; each loss is back-propagated into its optimizer's
+        #                  parameters only, then every named optimizer steps (dict order)
+        # ordered phases:  out is an iterator of StepOutputs (a generator that yields); after each
+        #                  yield the engine back-propagates that phase's losses and steps its optimizers
+        #                  before resuming it, so a GAN's generator loss sees the updated discriminator
+        method.after_optimizer_step(wrapped, step)           # EMA / momentum / memory updates
+        every trainer.eval_every steps (and at the end), on rank 0, in eval mode without gradients:
+            result = method.evaluate({**unwrapped, **frozen}, split=trainer.eval_split, out_dir=run/eval/<split>)
+
+Gradient clipping, schedule, learning rate and betas come from each optimizer's own
+:class:`OptimConfig` (``optim_configs``). With ``trainer.accumulate`` > 1, every micro-batch runs
+a phase before that phase's optimizers step.
+
+Frozen networks (:class:`Frozen`) are loaded by the method from where they came from (a run
+folder or a weights file named in its config); the engine moves them to the device, keeps them
+in eval mode with ``requires_grad`` off, leaves them out of optimizers and checkpoints, and
+records their files and SHA-256 in ``<run>/frozen.json``.
+
+Stages: a multi-stage method is one method per stage. A later stage names the earlier one in
+its config's ``init_from`` (a run folder or a weights file), read through
+:func:`lowlabel.models.weights.read_stage` (one-line errors naming the file on a mismatch).
+
+Inference: ``predict_batch(nets, images)`` takes a list of uint8 ``(3, H, W)`` image tensors
+and returns one typed prediction per image (:mod:`lowlabel.structures`: ``Localization``,
+``Segmentation``, ...), in memory, so that one method can feed another; ``predict`` (files in,
+files out, ``lowlabel predict``) is built on it.
 
 Method code is plain PyTorch: it does not import Lightning, and it never calls ``.cuda()``
 (create tensors with ``device=x.device``). Everything a method needs at construction (the data
@@ -34,12 +56,12 @@ root, the number of classes) comes from its config.
 Evaluation writes, besides the returned numbers, what the report needs to show pictures
 without reloading the model: ``out_dir/per_image.csv`` (``image_id,score`` with the method's
 per-image metric, used for the failure gallery) and ``out_dir/samples/<image_id>.npz`` for the
-fixed sample ids plus the worst ones (see ``lowlabel/report/samples.py``).
+fixed sample ids plus the worst ones (see :mod:`lowlabel.samples`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
@@ -106,17 +128,34 @@ class TrainerConfig:
 
 @dataclass
 class StepOutput:
-    """What ``training_step`` returns.
+    """What ``training_step`` returns (or yields, once per phase, when the step has ordered phases).
 
     Attributes:
-        losses: one scalar loss per optimizer name; the engine back-propagates each into its
-            optimizer's parameters only.
+        losses: one scalar loss per optimizer name. The engine back-propagates each into its
+            optimizer's parameters only, then steps those optimizers. A phase names the optimizers
+            it steps; a one-phase step usually names all of them.
         logs: extra scalars to log (loss terms, accuracies). Loss terms should be logged here
             individually so that the non-finite guard can name the term that broke.
     """
 
     losses: dict[str, torch.Tensor]
     logs: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Frozen:
+    """A network the method uses but never trains: a teacher, a frozen detector, a colour autoencoder.
+
+    Attributes:
+        module: the network, with its weights loaded.
+        source: where the weights came from (a run folder or a file; "" when the module needs no
+            weights, e.g. a fixed filter bank). Rebuilding the method reloads it from there.
+        sha256: the hash of the file read (``lowlabel.models.weights.Weights.sha256``), "" without one.
+    """
+
+    module: nn.Module
+    source: str = ""
+    sha256: str = ""
 
 
 @dataclass
@@ -137,25 +176,29 @@ class EvalResult:
 
 @runtime_checkable
 class Method(Protocol):
-    """The five members every method implements (plus the optional ones with defaults in the engine)."""
+    """The members every method implements (the optional ones are listed below the class)."""
 
     name: str
     config: Any
 
     def networks(self) -> dict[str, nn.Module]:
-        """The trainable (and EMA) modules, keyed by name. Called once."""
+        """The modules the engine checkpoints, keyed by name: trained ones, and ones whose buffers are state
+        (memories, momentum encoders). Those with trainable parameters are the optimizers' and DDP's. Called once."""
         ...
 
     def optimizers(self, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
-        """One optimizer per name; ``training_step`` returns one loss per name."""
+        """One optimizer per name; ``training_step`` returns (or yields) losses keyed by these names."""
         ...
 
     def train_dataset(self) -> torch.utils.data.Dataset:
         """The training set; the engine wraps it in a (distributed) DataLoader."""
         ...
 
-    def training_step(self, nets: Mapping[str, nn.Module], batch: Any, step: int) -> StepOutput:
-        """Forward pass and losses for one micro-batch. ``nets`` are the engine-wrapped modules."""
+    def training_step(
+        self, nets: Mapping[str, nn.Module], batch: Any, step: int
+    ) -> StepOutput | Iterator[StepOutput]:
+        """Forward pass and losses for one micro-batch: a :class:`StepOutput`, or a generator yielding one
+        per phase (ordered optimizer steps). ``nets`` are the engine-wrapped modules plus the frozen ones."""
         ...
 
     def evaluate(self, nets: Mapping[str, nn.Module], split: str, out_dir: Path) -> EvalResult:
@@ -164,13 +207,30 @@ class Method(Protocol):
 
 
 # Optional members, looked up with getattr by the engine:
+#   frozen_networks() -> dict[str, Frozen]                    teachers, frozen detectors; default: none
+#   optim_configs() -> dict[str, OptimConfig]                 per-optimizer lr/betas/schedule/clipping;
+#                                                             default: config.optim for every optimizer
 #   collate: Callable[[list[Any]], Any]                       default: torch default_collate
-#   schedulers(opts, total_steps) -> dict[str, LRScheduler]   default: build_scheduler(cfg.optim)
 #   after_optimizer_step(nets, step) -> None                  default: nothing
-#   state_dict() / load_state_dict(d)                         non-module state (memory banks kept
-#                                                             outside nn.Modules); default: nothing
-#   predict(nets, inputs: Path, out: Path) -> None            `lowlabel predict`
+#   state_dict() / load_state_dict(d)                         plain, non-tensor state (a threshold found at
+#                                                             evaluation); default: nothing
+#   predict_batch(nets, images: list[Tensor]) -> list[...]    typed predictions in memory
+#   predict(nets, inputs: Path, out: Path) -> None            `lowlabel predict`, built on predict_batch
 Collate = Callable[[list[Any]], Any]
+
+
+def optim_configs(method: Any, names: Iterable[str]) -> dict[str, OptimConfig]:
+    """The :class:`OptimConfig` of each optimizer in ``names``: ``method.optim_configs()`` where the method
+    has it (it must cover every name), else ``method.config.optim`` for all."""
+    names = list(names)
+    own = getattr(method, "optim_configs", None)
+    if own is None:
+        return {name: method.config.optim for name in names}
+    settings = dict(own())
+    missing = [n for n in names if n not in settings]
+    if missing:
+        raise ValueError(f"{method.name}.optim_configs() has no settings for optimizer(s) {missing}")
+    return settings
 
 
 def build_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
