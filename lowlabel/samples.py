@@ -1,5 +1,8 @@
 """Per-image evaluation artefacts that the report draws, written by a method's ``evaluate``.
 
+This module sits below the methods and the report (it imports neither): methods write these files, the
+report reads them.
+
 The report never reloads a model: evaluation leaves, in ``<run>/eval/<split>/``,
 
 * ``per_image.csv``: ``image_id,score`` rows, the method's per-image metric (higher is better:
@@ -8,7 +11,7 @@ The report never reloads a model: evaluation leaves, in ``<run>/eval/<split>/``,
 
 Sample images are the first ``num_fixed`` ids of the split in sorted order (the same for every run
 on the same data, so a method and its baseline are shown on the same images), plus the
-``num_worst`` lowest-scoring ones.
+``num_worst`` lowest-scoring ones; :class:`SampleKeeper` chooses them in one pass with bounded memory.
 
 An ``.npz`` holds ``kind`` (a string naming the panel type: ``"localization"``,
 ``"segmentation"``; later ``"propagation"``, ``"detection"``, ``"translation"``), ``image``
@@ -78,13 +81,60 @@ def read_per_image(path: Path) -> dict[str, float]:
         return {row["image_id"]: float(row["score"]) for row in csv.DictReader(f)}
 
 
+class SampleKeeper:
+    """Chooses an evaluation's sample images in one pass, holding at most ``num_fixed + 2 * num_worst`` payloads.
+
+    The samples are the first ``num_fixed`` ids of the split in sorted order (the same images for every run on
+    the same data) and the ``num_worst`` lowest-scoring other ids (ties: the smaller id). Non-finite scores
+    count as the lowest. A payload (the arrays to draw) is kept only while its image may still be chosen, so an
+    evaluation of 50,000 images holds a dozen payloads, not 50,000::
+
+        keeper = SampleKeeper(split_ids, num_fixed=6, num_worst=6)
+        for image_id, score, arrays in results:
+            keeper.offer(image_id, score, arrays)
+        for image_id, arrays in keeper.chosen():
+            save_sample(out_dir, image_id, ..., **arrays)
+    """
+
+    def __init__(self, ids: Iterable[str], num_fixed: int = NUM_FIXED, num_worst: int = NUM_WORST) -> None:
+        self.fixed_ids = sorted(ids)[: max(num_fixed, 0)]
+        self._fixed_set = set(self.fixed_ids)
+        self.num_worst = max(num_worst, 0)
+        self._fixed: dict[str, Any] = {}
+        self._worst: list[tuple[float, str, Any]] = []  # (score, id, payload), at most 2 * num_worst
+
+    def offer(self, image_id: str, score: float, payload: Any = None) -> None:
+        """Consider one image; keep ``payload`` if the image is a fixed sample or among the worst so far."""
+        if image_id in self._fixed_set:
+            self._fixed[image_id] = payload
+            return
+        if self.num_worst == 0:
+            return
+        key = float(score) if np.isfinite(score) else float("-inf")
+        self._worst.append((key, image_id, payload))
+        if len(self._worst) >= 2 * self.num_worst:  # amortised: sort and cut back to the worst num_worst
+            self._worst = sorted(self._worst, key=lambda t: (t[0], t[1]))[: self.num_worst]
+
+    def chosen(self) -> list[tuple[str, Any]]:
+        """``(image_id, payload)`` of the fixed samples seen (sorted), then of the worst (lowest score first)."""
+        worst = sorted(self._worst, key=lambda t: (t[0], t[1]))[: self.num_worst]
+        return [(i, self._fixed[i]) for i in self.fixed_ids if i in self._fixed] + [(i, p) for _, i, p in worst]
+
+
 def choose_sample_ids(
     ids: Iterable[str], scores: Mapping[str, float], num_fixed: int = NUM_FIXED, num_worst: int = NUM_WORST
 ) -> list[str]:
-    """The first ``num_fixed`` ids in sorted order, then the ``num_worst`` lowest-scoring others."""
-    fixed = sorted(ids)[:num_fixed]
-    rest = sorted((s, i) for i, s in scores.items() if i not in fixed)
-    return fixed + [i for _, i in rest[:num_worst]]
+    """The first ``num_fixed`` ids in sorted order, then the ``num_worst`` lowest-scoring others
+    (:class:`SampleKeeper` over scores already known)."""
+    ids = list(ids)
+    keeper = SampleKeeper(ids, num_fixed, num_worst)
+    fixed = set(keeper.fixed_ids)
+    for image_id in keeper.fixed_ids:
+        keeper.offer(image_id, 0.0)
+    for image_id, score in scores.items():
+        if image_id not in fixed:
+            keeper.offer(image_id, score)
+    return [image_id for image_id, _ in keeper.chosen()]
 
 
 def safe_name(image_id: str) -> str:

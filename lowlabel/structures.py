@@ -14,12 +14,17 @@ conventions below, so that no module has to guess:
 * **Masks** are ``uint8`` arrays ``(H, W)``; class-index masks use :data:`IGNORE_INDEX`
   (255) for void/boundary pixels, as PASCAL VOC and DAVIS do.
 * **Images** enter models as ``float32`` tensors ``(B, 3, H, W)`` normalised with the
-  ImageNet statistics below.
+  ImageNet statistics below; ``predict_batch`` takes them as ``uint8`` tensors ``(3, H, W)``.
+* **Predictions** leave methods' ``predict_batch`` as the small dataclasses at the end of this
+  module (:class:`Localization`, :class:`Segmentation`), one per input image, at the input's size.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import torch
 
 IGNORE_INDEX = 255
 
@@ -94,3 +99,36 @@ def check_boxes(boxes: np.ndarray, where: str = "boxes") -> np.ndarray:
     if bad.size:
         raise ValueError(f"{where}: box {bad[0]} has x1 < x0 or y1 < y0: {arr[bad[0]].tolist()}")
     return arr
+
+
+@dataclass
+class Localization:
+    """One image's weakly-supervised object localization (``cam``, ``da_wsol``).
+
+    Attributes:
+        heatmap: (H, W) float32 in [0, 1], the CAM of ``label`` at the input image's size.
+        boxes: (N, 4) float32 xyxy, 0-based inclusive pixel corners (wsolevaluation), one per contour of the
+            heat map above the method's threshold; the first is the largest.
+        label: the predicted class index.
+        score: its softmax probability.
+    """
+
+    heatmap: torch.Tensor
+    boxes: torch.Tensor
+    label: int
+    score: float
+
+
+@dataclass
+class Segmentation:
+    """One image's semantic segmentation (``mlcam``, ``sipe``: pseudo masks; ``seg``: a network's prediction).
+
+    Attributes:
+        mask: (H, W) uint8 class ids at the input image's size, 0 = background (VOC's convention).
+        seed: (H, W) uint8 seeds before refinement (CAM-based methods), else None.
+        labels: (K,) float multi-hot foreground classes the mask was restricted to, else None.
+    """
+
+    mask: torch.Tensor
+    seed: torch.Tensor | None = None
+    labels: torch.Tensor | None = None

@@ -12,6 +12,10 @@ from PIL import Image
 from torchvision import tv_tensors
 
 from lowlabel.errors import DataError
+from lowlabel.structures import voc_palette
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_PALETTE = voc_palette()
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -23,6 +27,31 @@ def load_rgb(path: Path) -> np.ndarray:
             return np.array(im.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: corrupt or truncated image ({e})") from None
+
+
+def list_images(path: Path, *, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:
+    """``path`` itself if it is a file, else the image files under it (recursively, sorted).
+
+    Raises:
+        DataError: ``path`` does not exist, or a folder holds no file with one of ``suffixes``.
+    """
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise DataError(f"{path}: no such image file or folder")
+    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+    if not files:
+        raise DataError(f"{path}: no images ({', '.join(suffixes)})")
+    return files
+
+
+def save_palette_png(path: Path, index: np.ndarray) -> None:
+    """(H, W) uint8 class/object indices -> PNG in mode ``P`` with the VOC colour map (VOC, DAVIS, SIPE/IRN)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    im = Image.fromarray(np.asarray(index).astype(np.uint8), mode="P")
+    im.putpalette(_PALETTE)
+    im.save(path, format="PNG")
 
 
 def load_index_png(path: Path) -> np.ndarray:

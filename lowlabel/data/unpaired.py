@@ -12,19 +12,21 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from lowlabel.data import io
 from lowlabel.data.coco import COCODetection
 from lowlabel.data.io import load_rgb, parse_voc_objects, read_xml, to_boxes, to_image
 from lowlabel.errors import DataError
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
-
 
 def list_images(folder: str | Path) -> list[Path]:
-    """Image files under ``folder`` (recursively, sorted)."""
+    """Image files under ``folder`` (recursively, sorted); ``DataError`` when it is missing or holds none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"{folder}: image folder not found")
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTS)
+    return io.list_images(folder, suffixes=IMAGE_EXTS)
+
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 class UnpairedImages(Dataset):
@@ -38,10 +40,7 @@ class UnpairedImages(Dataset):
     def __init__(
         self, *, dir_a: str | Path, dir_b: str | Path, transforms: Callable | None = None, serial: bool = False
     ) -> None:
-        self.a, self.b = list_images(dir_a), list_images(dir_b)
-        for d, files in ((dir_a, self.a), (dir_b, self.b)):
-            if not files:
-                raise DataError(f"{d}: no images")
+        self.a, self.b = list_images(dir_a), list_images(dir_b)  # each DataError when empty
         self.transforms, self.serial = transforms, serial
 
     def __len__(self) -> int:
@@ -83,8 +82,9 @@ class DetectionFolder(Dataset):
         if not ann.is_dir():
             raise DataError(f"{ann}: expected a COCO .json file or a folder of VOC .xml files")
         self.xml_dir = ann
-        self.items = [p for p in list_images(image_dir) if (ann / f"{p.stem}.xml").is_file() or not skip_corrupt]
-        skipped = len(list_images(image_dir)) - len(self.items)
+        images = list_images(image_dir)
+        self.items = [p for p in images if (ann / f"{p.stem}.xml").is_file() or not skip_corrupt]
+        skipped = len(images) - len(self.items)
         if skipped:
             print(f"lowlabel: skipped {skipped} images of {image_dir} without an XML file", file=sys.stderr)
         self.class_names = list(class_names) if class_names else self._scan_classes()

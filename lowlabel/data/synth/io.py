@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from lowlabel.structures import voc_palette
+from lowlabel.data.io import save_palette_png
+
+__all__ = ["save_gray_png", "save_jpeg", "save_mp4", "save_palette_png", "write_json", "write_lines"]
 
 JPEG_QUALITY = 92
-_PALETTE = voc_palette()
 
 
 def save_jpeg(path: Path, rgb: np.ndarray) -> None:
@@ -24,14 +25,6 @@ def save_gray_png(path: Path, arr: np.ndarray) -> None:
     """(H, W) uint8 -> 8-bit grayscale PNG."""
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(arr.astype(np.uint8), mode="L").save(path, format="PNG")
-
-
-def save_palette_png(path: Path, index: np.ndarray) -> None:
-    """(H, W) uint8 class/object indices -> PNG in mode ``P`` with the VOC colour map."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    im = Image.fromarray(index.astype(np.uint8), mode="P")
-    im.putpalette(_PALETTE)
-    im.save(path, format="PNG")
 
 
 def write_lines(path: Path, lines: list[str]) -> None:
