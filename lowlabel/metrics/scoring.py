@@ -15,6 +15,7 @@ import numpy as np
 
 from lowlabel.errors import UserError
 from lowlabel.metrics import coco, corloc, davis, files, semseg, voc_ap, wsol
+from lowlabel.structures import IGNORE_INDEX
 
 
 def score_wsol(
@@ -100,8 +101,22 @@ def score_semseg(gt_dir: str | Path, pred_dir: str | Path, ids: str | Path, num_
         pred = files.read_label_png(pred_path)
         if gt.shape != pred.shape:
             raise UserError(f"{pred_path}: size {pred.shape[::-1]} differs from its GT {gt.shape[::-1]} ({gt_path})")
+        _check_class_ids(pred, pred_path, num_classes)
         ev.update(pred, gt)
     return ev.compute()
+
+
+def _check_class_ids(pred: np.ndarray, path: Path, num_classes: int) -> None:
+    """Refuse predicted ids in ``[num_classes, 255)``. chainercv's ``K x K`` crop (kept by
+    :func:`lowlabel.metrics.semseg.confusion_matrix`) would drop those pixels from the score without a word, and
+    such ids almost always mean a palette or offset mistake; a predicted 255 still drops out, as in chainercv."""
+    ids = np.unique(pred)
+    bad = ids[(ids >= num_classes) & (ids != IGNORE_INDEX)]
+    if bad.size:
+        more = f"; {bad.size} such ids, up to {int(bad[-1])}" if bad.size > 1 else ""
+        raise UserError(
+            f"{path}: predicted class id {int(bad[0])} >= --num-classes {num_classes} ({IGNORE_INDEX} is ignore){more}"
+        )
 
 
 def score_davis(

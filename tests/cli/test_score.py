@@ -131,6 +131,31 @@ def test_semseg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 2 and "im1.png: size (4, 3) differs from its GT (4, 2)" in err
 
 
+def test_semseg_refuses_predicted_ids_beyond_num_classes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """An id in [K, 255) is a palette/offset mistake: one error line naming the file and the id, no score."""
+    gt = np.array([[0, 0, 1, 1], [0, 255, 1, 1]])
+    png(tmp_path / "gt/2007_000032.png", gt)
+    png(tmp_path / "gt/2007_000033.png", gt)
+    png(tmp_path / "pred/2007_000032.png", np.array([[0, 0, 1, 1], [0, 0, 1, 255]]), palette=False)  # valid
+    png(tmp_path / "pred/2007_000033.png", np.array([[0, 0, 21, 1], [0, 0, 1, 1]]), palette=False)
+    write(tmp_path / "ids.txt", "2007_000032\n2007_000033\n")
+    out_json = tmp_path / "o.json"
+    argv = ["score", "semseg", "--gt-dir", str(tmp_path / "gt"), "--pred-dir", str(tmp_path / "pred"), "--ids",
+            str(tmp_path / "ids.txt"), "--json", str(out_json)]  # fmt: skip
+    code, _, err = run(argv, capsys)
+    assert code == 2 and not out_json.exists()
+    assert err.splitlines() == [
+        f"error: {tmp_path / 'pred/2007_000033.png'}: predicted class id 21 >= --num-classes 21 (255 is ignore)"
+    ]
+    png(tmp_path / "pred/2007_000033.png", np.array([[0, 0, 21, 1], [0, 0, 40, 1]]), palette=False)
+    code, _, err = run(argv, capsys)
+    assert code == 2 and "predicted class id 21 >= --num-classes 21 (255 is ignore); 2 such ids, up to 40" in err
+    # 20 and 255 are fine: the file is scored
+    png(tmp_path / "pred/2007_000033.png", np.array([[0, 0, 20, 1], [0, 0, 255, 1]]), palette=False)
+    code, _, err = run(argv, capsys)
+    assert code == 0 and err == "" and json.loads(out_json.read_text())["mIoU"] is not None
+
+
 def davis_root(tmp: Path, frames: int = 5) -> Path:
     root = tmp / "DAVIS"
     write(root / "ImageSets/2017/val.txt", "seq\n")
