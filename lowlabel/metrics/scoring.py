@@ -7,7 +7,8 @@ the result dict whose keys DESIGN.md section 4 fixes (values in percent). Proble
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +32,27 @@ def score_wsol(
     """WSOL metrics of ``<scoremaps>/<image_id>.npy`` against a wsolevaluation split folder.
 
     Box metadata gives ``MaxBoxAccV2``, ``MaxBoxAccV2@t``, ``GT-known Loc`` (and ``Top-1 Loc``/``Top-1 Cls`` with
-    ``predictions``); mask metadata gives ``PxAP``.
+    ``predictions``); mask metadata gives ``PxAP``. Score maps and prediction lines of images that are not in the
+    metadata are ignored, as wsolevaluation ignores extra score maps; one warning line on stderr says how many.
     """
     meta = files.read_wsol_metadata(metadata)
     preds = files.read_class_csv(predictions) if predictions else None
     side = (resize_length, resize_length)
+    paths = {image_id: files.scoremap_path(scoremaps, image_id) for image_id in meta.image_ids}
     if meta.has_masks:
         if mask_root is None:
             raise UserError(f"{metadata}: localization.txt names masks; give --mask-root")
         mask_ev = wsol.MaskEvaluator(cam_curve_interval=cam_curve_interval)
         for image_id in meta.image_ids:
-            cam = _load_scoremap(scoremaps, image_id, side)
+            cam = _load_scoremap(paths[image_id], side)
             fg, ignore = _load_masks(Path(mask_root), meta, image_id, side)
             mask_ev.update(cam, fg, ignore)
         try:
-            return mask_ev.compute()
+            result = mask_ev.compute()
         except ValueError as err:
             raise UserError(f"{metadata}: {err}") from None
+        _warn_extra_scoremaps(Path(scoremaps), paths.values())  # warnings only once the score stands
+        return result
     box_ev = wsol.BoxEvaluator(
         cam_curve_interval=cam_curve_interval,
         iou_thresholds=tuple(iou_thresholds),
@@ -55,7 +60,7 @@ def score_wsol(
         keep_per_image=False,
     )
     for image_id in meta.image_ids:
-        cam = _load_scoremap(scoremaps, image_id, side)
+        cam = _load_scoremap(paths[image_id], side)
         pred = gt = None
         if preds is not None:
             if image_id not in preds:
@@ -68,11 +73,36 @@ def score_wsol(
     keys = ["MaxBoxAccV2", *[f"MaxBoxAccV2@{t}" for t in box_ev.iou_thresholds], "GT-known Loc"]
     keys += [k for k in ("Top-1 Loc", "Top-1 Cls") if k in out]
     keys += ["MaxBoxAccV1", *[f"MaxBoxAccV1@{t}" for t in box_ev.iou_thresholds]]
+    _warn_extra_scoremaps(Path(scoremaps), paths.values())
+    if preds is not None:
+        _warn_extra_predictions(Path(str(predictions)), preds, set(meta.image_ids))
     return {k: out[k] for k in keys}
 
 
-def _load_scoremap(scoremaps: str | Path, image_id: str, shape: tuple[int, int]) -> np.ndarray:
-    path = files.scoremap_path(scoremaps, image_id)
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _warn_extra_scoremaps(root: Path, used: Iterable[Path]) -> None:
+    """One warning for the ``.npy`` files under ``root`` that no metadata image id names."""
+    taken = {p.resolve() for p in used}
+    extra = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.npy") if p.resolve() not in taken)
+    if extra:
+        what = "score map in {} is" if len(extra) == 1 else "score maps in {} are"
+        _warn(
+            f"{len(extra)} {what.format(root)} not in the metadata (first: {extra[0]}); ignored, as wsolevaluation does"
+        )
+
+
+def _warn_extra_predictions(path: Path, preds: dict[str, int], known: set[str]) -> None:
+    """One warning for the image ids of the predictions CSV that are not in the metadata."""
+    extra = [image_id for image_id in preds if image_id not in known]  # file order
+    if extra:
+        what = "prediction in {} is" if len(extra) == 1 else "predictions in {} are"
+        _warn(f"{len(extra)} {what.format(path)} for images not in the metadata (first: {extra[0]}); ignored")
+
+
+def _load_scoremap(path: Path, shape: tuple[int, int]) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:

@@ -67,6 +67,37 @@ def test_wsol_boxes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert res["Top-1 Cls"] == 100.0
 
 
+def test_wsol_extra_scoremaps_and_predictions_warn_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Files and lines of images outside the metadata are ignored (the numbers stay) with one warning line each."""
+    meta, maps = wsol_boxes(tmp_path)
+    (maps / "c").mkdir()
+    for name in ("c/4.jpg.npy", "c/3.jpg.npy", "z.npy"):  # a perfect map for no image: must not count
+        np.save(maps / name, block(10, 10, 50, 50))
+    (maps / "notes.txt").write_text("not a score map\n")
+    pred = write(tmp_path / "pred.csv", "a/1.jpg,3\nx/9.jpg,0\nb/2.jpg,1\nc/3.jpg,2\n")
+    out_json = tmp_path / "out.json"
+    argv = ["score", "wsol", "--metadata", str(meta), "--scoremaps", str(maps), "--predictions", str(pred),
+            "--json", str(out_json)]  # fmt: skip
+    code, _, err = run(argv, capsys)
+    assert code == 0, err
+    res = json.loads(out_json.read_text())
+    assert res["MaxBoxAccV2"] == 50.0 and res["Top-1 Loc"] == 50.0 and res["Top-1 Cls"] == 100.0
+    official = "ignored, as wsolevaluation does"
+    assert err.splitlines() == [
+        f"warning: 3 score maps in {maps} are not in the metadata (first: c/3.jpg.npy); {official}",
+        f"warning: 2 predictions in {pred} are for images not in the metadata (first: x/9.jpg); ignored",
+    ]
+    (maps / "c/4.jpg.npy").unlink()
+    (maps / "z.npy").unlink()
+    code, _, err = run(argv[:6], capsys)  # no --predictions
+    assert code == 0 and err.splitlines() == [
+        f"warning: 1 score map in {maps} is not in the metadata (first: c/3.jpg.npy); {official}"
+    ]
+    (maps / "c/3.jpg.npy").unlink()
+    code, _, err = run(argv[:6], capsys)
+    assert code == 0 and err == ""
+
+
 @pytest.mark.parametrize("problem", ["missing", "nan", "shape", "box"])
 def test_wsol_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str], problem: str) -> None:
     meta, maps = wsol_boxes(tmp_path)
@@ -104,12 +135,15 @@ def test_wsol_masks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cam[0:8, 0:8] = 0.9  # inside the ignore box: not counted
     maps.mkdir()
     np.save(maps / "x.jpg.npy", cam)
+    np.save(maps / "y.jpg.npy", 1.0 - cam)  # an image outside the metadata: ignored
     out_json = tmp_path / "o.json"
     argv = ["score", "wsol", "--metadata", str(meta), "--scoremaps", str(maps), "--mask-root", str(masks),
             "--json", str(out_json)]  # fmt: skip
     code, _, err = run(argv, capsys)
     assert code == 0, err
     assert json.loads(out_json.read_text()) == {"PxAP": pytest.approx(100.0)}  # positives outrank every negative
+    assert err.startswith(f"warning: 1 score map in {maps} is not in the metadata (first: y.jpg.npy); ignored")
+    assert len(err.splitlines()) == 1
 
 
 def test_semseg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
