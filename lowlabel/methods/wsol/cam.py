@@ -11,7 +11,8 @@ PxAP when the split has masks).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from torch import nn
 
 from lowlabel.data.transforms import collate_dicts
 from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig, build_optimizer
+from lowlabel.methods.predict import predict_files
 from lowlabel.methods.wsol.common import (
     ModelConfig,
     WSOLData,
@@ -32,9 +34,11 @@ from lowlabel.methods.wsol.common import (
     check_labels,
     count_correct,
     evaluate_wsol,
-    predict_folder,
+    localize,
     unwrap,
+    write_localization,
 )
+from lowlabel.structures import Localization
 
 
 def _wsol_optim() -> OptimConfig:
@@ -97,9 +101,17 @@ class CAMMethod:
         return evaluate_wsol(unwrap(nets["model"]), self.data, self.config.eval, split=split, out_dir=out_dir,
                              batch_size=tcfg.batch_size, num_workers=tcfg.num_workers)
 
+    @torch.no_grad()
+    def predict_batch(self, nets: Mapping[str, nn.Module], images: Sequence[torch.Tensor]) -> list[Localization]:
+        """One :class:`~lowlabel.structures.Localization` per uint8 ``(3, H, W)`` image (nets in eval mode)."""
+        return localize(unwrap(nets["model"]), images, crop_size=self.config.data.crop_size,
+                        threshold=self.config.predict_threshold)
+
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
-        predict_folder(unwrap(nets["model"]), Path(inputs), Path(out), crop_size=self.config.data.crop_size,
-                       threshold=self.config.predict_threshold, class_names=self.class_names)
+        """CAM overlays ``<name>_cam.png`` and ``boxes.json`` (class, score, boxes) for every image in ``inputs``."""
+        rows = predict_files(self.predict_batch, nets, Path(inputs), Path(out),
+                             lambda *args: write_localization(*args, self.class_names))
+        (Path(out) / "boxes.json").write_text(json.dumps(rows, indent=1))
 
 
 def build_parts(cfg: CAMConfig) -> dict[str, Any]:

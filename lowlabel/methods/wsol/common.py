@@ -8,7 +8,7 @@ feed :class:`lowlabel.metrics.wsol.BoxEvaluator` (boxes) and :class:`~lowlabel.m
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +24,10 @@ from lowlabel.errors import DataError, UserError
 from lowlabel.methods.base import EvalResult
 from lowlabel.models.backbones import build_backbone
 from lowlabel.models.cam_heads import CAMNet, scoremaps_from_cams, select_class_cams
-from lowlabel.samples import choose_sample_ids, save_sample, write_per_image
+from lowlabel.samples import SampleKeeper, save_sample, write_per_image
+from lowlabel.structures import Localization
 
 SCOREMAP_SIZE = 224  # wsolevaluation evaluates every score map on a 224x224 grid
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 @dataclass
@@ -152,7 +152,10 @@ def evaluate_wsol(model: CAMNet, data: WSOLData, ecfg: WSOLEvalConfig, *, split:
     mask_ev = MaskEvaluator(cam_curve_interval=ecfg.cam_curve_interval)
     device = next(model.parameters()).device
     loader = DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=collate_dicts)
-    maps_by_id: dict[str, np.ndarray] = {}
+    # Score maps are scored and dropped: only the fixed samples' maps are kept. The worst images are known only
+    # once the best CAM threshold is (per-image IoU at that threshold), so their maps are recomputed at the end.
+    keeper = SampleKeeper(ds.image_ids, ecfg.num_fixed_samples, ecfg.num_worst_samples)
+    fixed_maps: dict[str, np.ndarray] = {}
     correct, seen = 0, 0
     for batch in loader:
         labels = torch.as_tensor(batch["label"], device=device)
@@ -165,14 +168,33 @@ def evaluate_wsol(model: CAMNet, data: WSOLData, ecfg: WSOLEvalConfig, *, split:
                 gt, ignore = _masks_224(mask_ds, image_id)
                 mask_ev.update(cam, gt, ignore)
             correct, seen = correct + int(pred == label), seen + 1
-            maps_by_id[image_id] = cam
+            if image_id in keeper.fixed_ids:
+                fixed_maps[image_id] = cam
     metrics = box_ev.compute() if has_boxes else {"Top-1 Cls": 100.0 * correct / max(seen, 1)}
     if mask_ids:
         metrics.update(mask_ev.compute())
     scores = dict(zip(ds.image_ids, box_ev.per_image_best_iou().tolist())) if has_boxes else {}
     write_per_image(out_dir, scores)
-    _save_samples(ds, maps_by_id, scores, ecfg, out_dir, box_ev.best_threshold() if has_boxes else 0.5, mask_ds)
+    for image_id in ds.image_ids:
+        keeper.offer(image_id, scores.get(image_id, 0.0), fixed_maps.get(image_id))
+    chosen = keeper.chosen()
+    recompute = [i for i, cam in chosen if cam is None]
+    maps = {**fixed_maps, **_scoremaps(model, ds, recompute, device)}
+    threshold = box_ev.best_threshold() if has_boxes else 0.5
+    _save_samples(ds, {i: maps[i] for i, _ in chosen}, out_dir, threshold, mask_ds)
     return EvalResult(metrics=metrics, monitor="MaxBoxAccV2" if has_boxes else "PxAP")
+
+
+def _scoremaps(model: CAMNet, ds: WSOLDataset, ids: list[str], device: torch.device) -> dict[str, np.ndarray]:
+    """The 224x224 GT-class score maps of the images ``ids`` of ``ds``."""
+    if not ids:
+        return {}
+    index = {image_id: i for i, image_id in enumerate(ds.image_ids)}
+    items = [ds[index[i]] for i in ids]
+    images = torch.stack([torch.as_tensor(item["image"]) for item in items]).to(device)  # (N, 3, S, S)
+    labels = torch.as_tensor([item["label"] for item in items], device=device)
+    maps, _ = _eval_batch(model, images, labels)
+    return dict(zip(ids, maps))
 
 
 def _orig_hw(ds: WSOLDataset, image_id: str) -> tuple[int, int]:
@@ -191,17 +213,16 @@ def _masks_224(mask_ds: WSOLDataset, image_id: str) -> tuple[np.ndarray, np.ndar
     return gt, ignore & ~gt
 
 
-def _save_samples(ds: WSOLDataset, maps: dict[str, np.ndarray], scores: dict[str, float], ecfg: WSOLEvalConfig,
-                  out_dir: Path, threshold: float, mask_ds: WSOLDataset | None) -> None:
-    """``samples/<id>.npz`` for the fixed and the worst images, at the original resolution."""
+def _save_samples(ds: WSOLDataset, maps: dict[str, np.ndarray], out_dir: Path, threshold: float,
+                  mask_ds: WSOLDataset | None) -> None:
+    """``samples/<id>.npz`` for the chosen images (``maps``: their 224x224 score maps), at the original resolution."""
     from lowlabel.data.io import load_rgb
     from lowlabel.metrics.wsol import boxes_from_scoremap
 
-    ids = choose_sample_ids(ds.image_ids, scores, ecfg.num_fixed_samples, ecfg.num_worst_samples)
-    for image_id in ids:
+    for image_id, scoremap in maps.items():
         image = load_rgb(ds.data_root / image_id)
         h, w = image.shape[:2]
-        heat = cv2.resize(maps[image_id], (w, h), interpolation=cv2.INTER_LINEAR).clip(0, 1)
+        heat = cv2.resize(scoremap, (w, h), interpolation=cv2.INTER_LINEAR).clip(0, 1)
         pred = boxes_from_scoremap(heat, np.array([threshold]), multi_contour=False)[0]
         gt_mask = None
         if mask_ds is not None and image_id in mask_ds.masks:
@@ -212,41 +233,42 @@ def _save_samples(ds: WSOLDataset, maps: dict[str, np.ndarray], scores: dict[str
                     label=str(ds.labels[image_id]))
 
 
-def predict_folder(model: CAMNet, inputs: Path, out: Path, *, crop_size: int, threshold: float = 0.5,
-                   class_names: list[str] | None = None) -> None:
-    """CAM overlays (``<name>_cam.png``) and ``boxes.json`` for every image under ``inputs``.
+def localize(model: CAMNet, images: Sequence[torch.Tensor], *, crop_size: int,
+             threshold: float) -> list[Localization]:
+    """``predict_batch`` of the CAM methods: uint8 ``(3, H, W)`` images -> one :class:`Localization` each.
 
-    The CAM of the predicted (top-1) class is thresholded at ``threshold`` of its max (as in
-    wsolevaluation box extraction), and every contour's box is kept, in original pixels.
+    Each image is resized to ``crop_size`` squared (the evaluation transform); the CAM of the predicted (top-1)
+    class is resized back to the image, and every contour above ``threshold`` of its max gives a box
+    (wsolevaluation box extraction, ``multi_contour``), in original pixels.
     """
-    from lowlabel.data.io import load_rgb
     from lowlabel.metrics.wsol import boxes_from_scoremap
 
-    files = [inputs] if inputs.is_file() else sorted(p for p in inputs.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise UserError(f"--input {inputs}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    out.mkdir(parents=True, exist_ok=True)
+    if not images:
+        return []
     device = next(model.parameters()).device
     tf = wsol_eval(size=crop_size)
-    results = []
-    for path in files:
-        image = load_rgb(path)
-        x = tf(torch.from_numpy(image).permute(2, 0, 1))[None].to(device)  # (1, 3, S, S)
-        logits, cams = model.cams(x)
-        pred = int(logits.argmax(dim=1))
-        h, w = image.shape[:2]
-        heat = scoremaps_from_cams(cams[:, pred], (h, w))[0]
-        boxes = boxes_from_scoremap(heat, np.array([threshold]), multi_contour=True)[0]
-        overlay = _overlay(image, heat)
-        name = path.relative_to(inputs).with_suffix("") if path != inputs else Path(path.stem)
-        target = out / f"{str(name).replace('/', '_')}_cam.png"
-        if not cv2.imwrite(str(target), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
-            raise OSError(f"could not write {target}")
-        score = float(torch.softmax(logits, dim=1)[0, pred])
-        results.append({"image": str(path), "class": pred, "class_name": class_names[pred] if class_names else None,
-                        "score": score, "boxes": np.asarray(boxes).reshape(-1, 4).astype(int).tolist(),
-                        "overlay": target.name})
-    (out / "boxes.json").write_text(json.dumps(results, indent=1))
+    x = torch.stack([tf(torch.as_tensor(image)) for image in images]).to(device)  # (B, 3, S, S)
+    logits, cams = model.cams(x)
+    probs = torch.softmax(logits, dim=1)  # (B, C)
+    out = []
+    for i, image in enumerate(images):
+        pred = int(logits[i].argmax())
+        heat = scoremaps_from_cams(cams[i : i + 1, pred], tuple(image.shape[1:]))[0]  # (H, W) float32 in [0, 1]
+        boxes = np.asarray(boxes_from_scoremap(heat, np.array([threshold]), multi_contour=True)[0]).reshape(-1, 4)
+        out.append(Localization(heatmap=torch.from_numpy(heat), boxes=torch.as_tensor(boxes, dtype=torch.float32),
+                                label=pred, score=float(probs[i, pred])))
+    return out
+
+
+def write_localization(out: Path, source: Path, name: str, image: np.ndarray, pred: Localization,
+                       class_names: list[str] | None) -> dict[str, Any]:
+    """``<out>/<name>_cam.png`` (the heat map over the image); returns the ``boxes.json`` row."""
+    target = out / f"{name}_cam.png"
+    overlay = _overlay(image, pred.heatmap.numpy())
+    if not cv2.imwrite(str(target), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
+        raise OSError(f"could not write {target}")
+    return {"image": str(source), "class": pred.label, "class_name": class_names[pred.label] if class_names else None,
+            "score": pred.score, "boxes": pred.boxes.numpy().astype(int).tolist(), "overlay": target.name}
 
 
 def _overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:

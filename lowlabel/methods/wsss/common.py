@@ -6,7 +6,7 @@ multi-scale + flip forward. Seeds, refinement, evaluation and prediction are in 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,6 +263,35 @@ def two_group_optimizer(model: nn.Module, cfg: OptimConfig, lr_mult: float) -> t
     new = [p for p in model.parameters() if p.requires_grad and id(p) in new_ids]
     groups = [{"params": backbone, "lr": cfg.lr}, {"params": new, "lr": cfg.lr * lr_mult}]
     return build_optimizer([g for g in groups if g["params"]], cfg)
+
+
+def multiscale_maps(model: nn.Module, image: Tensor, *, scales: Sequence[float], flip: bool,
+                    maps: Callable[[Any], tuple[Tensor, Tensor]], eps: float = 1e-5) -> tuple[Tensor, Tensor]:
+    """The multi-scale + flip inference of IRN/SIPE's ``make_cam``: sum the maps of every scale at the input size,
+    then normalise each channel by its max.
+
+    Args:
+        model: the network; its output object goes to ``maps``.
+        image: float (3, H, W), normalised.
+        scales: input scales (``flip_fused_forward`` runs each and its mirror).
+        flip: add the mirrored image at every scale.
+        maps: ``out -> ((1, C, h, w) maps, (1, D, h, w) features)`` for one fused output.
+        eps: added to each channel's max.
+
+    Returns:
+        ((C, H, W) maps in [0, 1], (D, h, w) features of scale 1.0, else of the first scale).
+    """
+    _, hh, ww = image.shape
+    total, feats = None, None
+    for scale in scales:
+        scale_maps, scale_feats = maps(flip_fused_forward(model, image, scale, flip))
+        up = F.interpolate(scale_maps, size=(hh, ww), mode="bilinear", align_corners=False)[0]  # (C, H, W)
+        total = up if total is None else total + up
+        if feats is None or scale == 1.0:
+            feats = scale_feats[0]
+    if total is None or feats is None:
+        raise ValueError("multiscale_maps needs at least one scale")
+    return total / (total.amax(dim=(1, 2), keepdim=True) + eps), feats
 
 
 def flip_fused_forward(model: nn.Module, image: Tensor, scale: float, flip: bool) -> Any:

@@ -7,8 +7,7 @@ boxes and report samples, and prediction on a folder of images.
 
 from __future__ import annotations
 
-import heapq
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +17,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from lowlabel.data.io import save_palette_png
 from lowlabel.methods.base import EvalResult
 from lowlabel.methods.wsss.common import InferConfig, ScoreFn, WSSSData, check_labels, normalize_image
-from lowlabel.samples import save_sample, write_per_image
-from lowlabel.structures import voc_palette
+from lowlabel.samples import SampleKeeper, save_sample, write_per_image
+from lowlabel.structures import Segmentation, voc_palette
 
 
 def present_argmax(scores: Tensor, labels: Tensor) -> Tensor:
@@ -81,14 +81,6 @@ def crf_refine(scores: Tensor, image_u8: Tensor, labels: Tensor, iterations: int
     return out
 
 
-def write_png(path: Path, ids: np.ndarray) -> None:
-    """Write uint8 class ids as a VOC palette PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img = Image.fromarray(ids.astype(np.uint8), mode="P")
-    img.putpalette(voc_palette())
-    img.save(path)
-
-
 def top_box(ids: np.ndarray, cls: int, score: np.ndarray) -> tuple[list[float], float] | None:
     """The box (0-based inclusive xyxy) of the largest connected region of class ``cls`` and its mean score."""
     import cv2
@@ -100,25 +92,6 @@ def top_box(ids: np.ndarray, cls: int, score: np.ndarray) -> tuple[list[float], 
     best = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
     x, y, w, h = (int(v) for v in stats[best, :4])
     return [float(x), float(y), float(x + w - 1), float(y + h - 1)], float(score[comp == best].mean())
-
-
-class _WorstKeeper:
-    """Keeps the payloads of the ``n`` lowest-scoring images seen so far (bounded memory)."""
-
-    def __init__(self, n: int) -> None:
-        self.n, self.heap, self.count = n, [], 0  # heap of (-score, count, image_id, payload)
-
-    def offer(self, score: float, image_id: str, payload: dict[str, Any]) -> None:
-        if self.n <= 0:
-            return
-        self.count += 1
-        if len(self.heap) < self.n:
-            heapq.heappush(self.heap, (-score, self.count, image_id, payload))
-        elif -self.heap[0][0] > score:
-            heapq.heapreplace(self.heap, (-score, self.count, image_id, payload))
-
-    def items(self) -> list[tuple[str, dict[str, Any]]]:
-        return [(image_id, payload) for _, _, image_id, payload in self.heap]
 
 
 def image_miou(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
@@ -144,8 +117,7 @@ def evaluate_maps(score_fn: ScoreFn, data: WSSSData, split: str, out_dir: Path, 
     names = ["background"] + data.class_names
     seed_eval, pseudo_eval = SegEvaluator(num_classes=k1), SegEvaluator(num_classes=k1)
     n = len(ds) if cfg.max_images <= 0 else min(cfg.max_images, len(ds))
-    fixed = set(sorted(_image_ids(ds, n))[: cfg.num_fixed_samples])
-    worst = _WorstKeeper(cfg.num_worst_samples)
+    keeper = SampleKeeper(image_ids(ds, n), cfg.num_fixed_samples, cfg.num_worst_samples)
     per_image: dict[str, float] = {}
     boxes = CorLocAccumulator(data.class_names)
     for i in range(n):
@@ -161,12 +133,8 @@ def evaluate_maps(score_fn: ScoreFn, data: WSSSData, split: str, out_dir: Path, 
         pseudo_eval.update(r["pseudo"], gt)
         score = image_miou(r["seed"], gt, k1)
         per_image[r["image_id"]] = score
-        payload = {"image": r["image"], "gt": gt, "seed": r["seed"], "pseudo": r["pseudo"]}
-        if r["image_id"] in fixed:
-            _save(out_dir, r["image_id"], payload, names)
-        else:
-            worst.offer(score if np.isfinite(score) else -1.0, r["image_id"], payload)
-    for image_id, payload in worst.items():
+        keeper.offer(r["image_id"], score, {"image": r["image"], "gt": gt, "seed": r["seed"], "pseudo": r["pseudo"]})
+    for image_id, payload in keeper.chosen():
         _save(out_dir, image_id, payload, names)
     write_per_image(out_dir, per_image)
     return _result(seed_eval.compute(), pseudo_eval.compute(), boxes.compute(), names, bool(per_image))
@@ -183,8 +151,8 @@ def _seed_and_pseudo(score_fn: ScoreFn, sample: dict[str, Any], where: str, cfg:
     refined = refine_scores(scores, feats, image_u8, labels, cfg)
     pseudo = present_argmax(refined, labels).cpu().numpy().astype(np.uint8)
     if cfg.write_pngs:
-        write_png(out_dir / "seeds" / f"{image_id}.png", seed)
-        write_png(out_dir / "pseudo" / f"{image_id}.png", pseudo)
+        save_palette_png(out_dir / "seeds" / f"{image_id}.png", seed)
+        save_palette_png(out_dir / "pseudo" / f"{image_id}.png", pseudo)
     return {"image_id": image_id, "labels": labels, "seed": seed, "pseudo": pseudo, "refined": refined.cpu().numpy(),
             "scores": scores,
             "image": image_u8.permute(1, 2, 0).cpu().numpy().astype(np.uint8)}
@@ -194,7 +162,7 @@ def _per_class(names: list[str], values: Any) -> dict[str, float | None]:
     return {n: (None if v is None or not np.isfinite(v) else float(v)) for n, v in zip(names, values)}
 
 
-def _image_ids(ds: Any, n: int) -> list[str]:
+def image_ids(ds: Any, n: int) -> list[str]:
     ids = getattr(ds, "image_ids", None)
     return [str(i) for i in ids[:n]] if ids is not None else [str(ds[i]["image_id"]) for i in range(n)]
 
@@ -252,33 +220,36 @@ class CorLocAccumulator:
         return corloc(self.dets, self.gts)
 
 
-def predict_folder(model: nn.Module, score_fn: ScoreFn, inputs: Path, out: Path, cfg: InferConfig) -> None:
-    """Seeds, pseudo masks and overlays for every image in ``inputs`` (a folder or one file).
+def segment(model: nn.Module, score_fn: ScoreFn, images: Sequence[Tensor], cfg: InferConfig) -> list[Segmentation]:
+    """``predict_batch`` of the CAM-based WSSS methods: seeds and (refined) pseudo masks of uint8 ``(3, H, W)``
+    images. Without image labels, an image's classes are the ones the classifier scores above 0.5 (at least the
+    top one)."""
+    out = []
+    for image_u8 in images:
+        image_u8 = torch.as_tensor(image_u8)
+        image = normalize_image(image_u8)
+        logits = model(image[None]).cam.mean(dim=(2, 3))[0]  # (K,)
+        labels = (logits.sigmoid() > 0.5).float()
+        if labels.sum() == 0:
+            labels[logits.argmax()] = 1.0
+        scores, feats = score_fn(image, labels)
+        seed = present_argmax(scores, labels).to(torch.uint8).cpu()
+        refined = refine_scores(scores, feats, image_u8, labels, cfg)
+        out.append(Segmentation(mask=present_argmax(refined, labels).to(torch.uint8).cpu(), seed=seed,
+                                labels=labels.cpu()))
+    return out
 
-    Without labels, the image's classes are the ones the classifier scores above 0.5 (at least the top one).
-    """
-    exts = {".jpg", ".jpeg", ".png", ".bmp"}
-    files = [inputs] if inputs.is_file() else sorted(p for p in inputs.rglob("*") if p.suffix.lower() in exts)
-    if not files:
-        raise FileNotFoundError(f"no images (.jpg/.png/.bmp) found in {inputs}")
+
+def write_segmentation(out: Path, source: Path, name: str, image: np.ndarray, pred: Segmentation, *,
+                       mask_dir: str = "pseudo") -> None:
+    """VOC palette PNGs ``<mask_dir>/<name>.png`` (the mask) and ``seeds/<name>.png`` (when there are seeds), and
+    overlays ``overlays/<name>_{<mask_dir>,seed}.png`` on the image."""
     palette = np.asarray(voc_palette(), dtype=np.uint8).reshape(-1, 3)
-    with torch.no_grad():
-        for path in files:
-            image_u8 = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
-            image = normalize_image(image_u8)
-            logits = model(image[None]).cam.mean(dim=(2, 3))[0]  # (K,)
-            labels = (logits.sigmoid() > 0.5).float()
-            if labels.sum() == 0:
-                labels[logits.argmax()] = 1.0
-            scores, feats = score_fn(image, labels)
-            seed = present_argmax(scores, labels).numpy().astype(np.uint8)
-            refined = refine_scores(scores, feats, image_u8, labels, cfg)
-            pseudo = present_argmax(refined, labels).numpy().astype(np.uint8)
-            name = path.stem
-            write_png(out / "seeds" / f"{name}.png", seed)
-            write_png(out / "pseudo" / f"{name}.png", pseudo)
-            rgb = image_u8.permute(1, 2, 0).numpy().astype(np.float32)
-            for kind, ids in (("seed", seed), ("pseudo", pseudo)):
-                blend = np.where(ids[..., None] > 0, 0.5 * rgb + 0.5 * palette[ids], rgb)
-                (out / "overlays").mkdir(parents=True, exist_ok=True)
-                Image.fromarray(blend.astype(np.uint8)).save(out / "overlays" / f"{name}_{kind}.png")
+    rgb = image.astype(np.float32)
+    kinds = [(mask_dir, mask_dir, pred.mask)] + ([("seeds", "seed", pred.seed)] if pred.seed is not None else [])
+    (out / "overlays").mkdir(parents=True, exist_ok=True)
+    for folder, kind, ids_t in kinds:
+        ids = ids_t.numpy()
+        save_palette_png(out / folder / f"{name}.png", ids)
+        blend = np.where(ids[..., None] > 0, 0.5 * rgb + 0.5 * palette[ids], rgb)
+        Image.fromarray(blend.astype(np.uint8)).save(out / "overlays" / f"{name}_{kind}.png")

@@ -12,7 +12,7 @@ baseline could not be reproduced): it is a config, not a fork.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
+from lowlabel.methods.predict import predict_files
 from lowlabel.methods.wsss import common, inference
+from lowlabel.structures import Segmentation
 
 
 @dataclass
@@ -86,17 +88,9 @@ class MLCAM:
     def cam_maps(self, model: nn.Module, image: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Multi-scale + flip CAMs of one image: ((K, H, W) in [0, 1], absent classes 0; (D, h, w) features)."""
         cfg = self.config.infer
-        _, hh, ww = image.shape
-        total, feats = None, None
-        for scale in cfg.scales:
-            out = common.flip_fused_forward(model, image, scale, cfg.flip)
-            up = F.interpolate(F.relu(out.cam), size=(hh, ww), mode="bilinear", align_corners=False)[0]
-            total = up if total is None else total + up
-            if feats is None or scale == 1.0:
-                feats = out.x4[0]
-        assert total is not None and feats is not None
-        total = total / (total.amax(dim=(1, 2), keepdim=True) + 1e-5)
-        return total * labels.view(-1, 1, 1), feats
+        cams, feats = common.multiscale_maps(model, image, scales=cfg.scales, flip=cfg.flip,
+                                             maps=lambda out: (F.relu(out.cam), out.x4))
+        return cams * labels.view(-1, 1, 1), feats
 
     def find_threshold(self, model: nn.Module) -> float:
         """The background score that maximises seed mIoU on ``threshold_split`` (scoring suite search)."""
@@ -120,36 +114,35 @@ class MLCAM:
                              "the background threshold search needs them (set threshold_split)")
         return float(search.compute()["threshold"])
 
+    def score_fn(self, model: nn.Module, threshold: float) -> common.ScoreFn:
+        """(image, labels) -> ((K+1, H, W) scores with the constant background ``threshold``, features)."""
+
+        def score(image: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+            cam, feats = self.cam_maps(model, image, labels)
+            return torch.cat([torch.full_like(cam[:1], threshold), cam]), feats
+
+        return score
+
     def evaluate(self, nets: Mapping[str, nn.Module], split: str, out_dir: Path) -> EvalResult:
         from lowlabel.metrics.semseg import BackgroundThresholdSearch
 
         model = nets["model"]
-        model.eval()
-        try:
-            t = self.find_threshold(model)
-            self.threshold = t
+        t = self.find_threshold(model)
+        self.threshold = t
+        # IRN/SIPE eval_cam.py sweep the threshold on the scored split itself; report that number too
+        own = BackgroundThresholdSearch(self.num_classes + 1, thresholds=self.config.thresholds)
 
-            def score(image: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-                cam, feats = self.cam_maps(model, image, labels)
-                return torch.cat([torch.full_like(cam[:1], t), cam]), feats
+        def sweep(scores: Tensor, gt: np.ndarray, labels: Tensor) -> None:
+            own.update(scores[1:].cpu().numpy(), gt.astype(np.int64), labels.cpu().numpy())
 
-            # IRN/SIPE eval_cam.py sweep the threshold on the scored split itself; report that number too
-            own = BackgroundThresholdSearch(self.num_classes + 1, thresholds=self.config.thresholds)
-
-            def sweep(scores: Tensor, gt: np.ndarray, labels: Tensor) -> None:
-                own.update(scores[1:].cpu().numpy(), gt.astype(np.int64), labels.cpu().numpy())
-
-            result = inference.evaluate_maps(
-                score, self.data, split, Path(out_dir), self.config.infer, on_scored=sweep
-            )
-            result.metrics["bg_threshold"] = t
-            if "mIoU" in result.metrics:
-                best = own.compute()
-                result.metrics["mIoU_own_best_threshold"] = float(best["mIoU"])
-                result.metrics["own_best_threshold"] = float(best["threshold"])
-            return result
-        finally:
-            model.train()
+        result = inference.evaluate_maps(self.score_fn(model, t), self.data, split, Path(out_dir), self.config.infer,
+                                         on_scored=sweep)
+        result.metrics["bg_threshold"] = t
+        if "mIoU" in result.metrics:
+            best = own.compute()
+            result.metrics["mIoU_own_best_threshold"] = float(best["mIoU"])
+            result.metrics["own_best_threshold"] = float(best["threshold"])
+        return result
 
     def state_dict(self) -> dict[str, Any]:
         """The background threshold found at the last evaluation (saved in checkpoints for ``predict``)."""
@@ -158,16 +151,16 @@ class MLCAM:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.threshold = state.get("threshold")
 
-    def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
+    @torch.no_grad()
+    def predict_batch(self, nets: Mapping[str, nn.Module], images: Sequence[Tensor]) -> list[Segmentation]:
+        """Seeds and pseudo masks of uint8 ``(3, H, W)`` images, for the classes the classifier finds (eval mode)."""
         model = nets["model"]
-        model.eval()
         t = self.threshold if self.threshold is not None else self.find_threshold(model)
+        return inference.segment(model, self.score_fn(model, t), images, self.config.infer)
 
-        def score(image: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-            cam, feats = self.cam_maps(model, image, labels)
-            return torch.cat([torch.full_like(cam[:1], t), cam]), feats
-
-        inference.predict_folder(model, score, Path(inputs), Path(out), self.config.infer)
+    def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
+        """``seeds/``, ``pseudo/`` (VOC palette PNGs) and ``overlays/`` for every image in ``inputs``."""
+        predict_files(self.predict_batch, nets, Path(inputs), Path(out), inference.write_segmentation)
 
 
 def build(cfg: MLCAMConfig) -> MLCAM:

@@ -12,7 +12,8 @@ Backbones: ``deeplabv3_resnet50`` / ``deeplabv3_resnet101`` (torchvision, output
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,11 @@ from torch import Tensor, nn
 
 from lowlabel.errors import DataError
 from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
+from lowlabel.methods.predict import predict_files
 from lowlabel.methods.wsss import common, inference
 from lowlabel.models.seg_nets import SEG_ARCHS, SegNet
-from lowlabel.samples import choose_sample_ids, save_sample, write_per_image
-from lowlabel.structures import IGNORE_INDEX
+from lowlabel.samples import SampleKeeper, save_sample, write_per_image
+from lowlabel.structures import IGNORE_INDEX, Segmentation
 
 
 @dataclass
@@ -116,56 +118,46 @@ class Seg:
         from lowlabel.metrics.semseg import SegEvaluator
 
         model = nets["model"]
-        model.eval()
         ds = self.data.split(split)
         n = len(ds) if self.config.max_eval_images <= 0 else min(self.config.max_eval_images, len(ds))
         evaluator = SegEvaluator(num_classes=self.num_classes)
         per_image: dict[str, float] = {}
-        kept: dict[str, dict[str, np.ndarray]] = {}
-        names = ["background"] + self.data.class_names
-        try:
-            for i in range(n):
-                s = ds[i]
-                if s.get("mask") is None:
-                    continue
-                image_u8 = torch.as_tensor(s["image"])
-                pred = self.predict_ids(model, image_u8)
-                gt = np.asarray(s["mask"], dtype=np.uint8).reshape(pred.shape)
-                evaluator.update(pred, gt)
-                image_id = str(s["image_id"])
-                per_image[image_id] = inference.image_miou(pred, gt, self.num_classes)
-                if len(kept) < 64:  # small splits: keep the arrays to draw samples
-                    kept[image_id] = {"image": image_u8.permute(1, 2, 0).numpy().astype(np.uint8), "gt": gt,
-                                      "seed": pred}
-        finally:
-            model.train()
+        keeper = SampleKeeper(inference.image_ids(ds, n), self.config.num_fixed_samples, self.config.num_worst_samples)
+        for i in range(n):
+            s = ds[i]
+            if s.get("mask") is None:
+                continue
+            image_u8 = torch.as_tensor(s["image"])
+            pred = self.predict_ids(model, image_u8)
+            gt = np.asarray(s["mask"], dtype=np.uint8).reshape(pred.shape)
+            evaluator.update(pred, gt)
+            image_id = str(s["image_id"])
+            per_image[image_id] = inference.image_miou(pred, gt, self.num_classes)
+            # "seed" holds the network's prediction for the report's segmentation panel
+            keeper.offer(image_id, per_image[image_id], {"image": image_u8.permute(1, 2, 0).numpy().astype(np.uint8),
+                                                         "gt": gt, "seed": pred})
         if not per_image:
             raise DataError(f"split {split!r} of {self.data.root} has no SegmentationClass masks to score")
         out_dir = Path(out_dir)
         write_per_image(out_dir, per_image)
-        finite = {k: (v if np.isfinite(v) else -1.0) for k, v in per_image.items()}
-        for image_id in choose_sample_ids(list(kept), {k: finite[k] for k in kept}, self.config.num_fixed_samples,
-                                          self.config.num_worst_samples):
-            p = kept[image_id]  # "seed" holds the network's prediction for the report's segmentation panel
+        names = ["background"] + self.data.class_names
+        for image_id, p in keeper.chosen():
             save_sample(out_dir, image_id, "segmentation", p["image"], gt=p["gt"], seed=p["seed"],
                         class_names=np.asarray(names))
         res = evaluator.compute()
         iou = {n: (None if v is None or not np.isfinite(v) else float(v)) for n, v in zip(names, res["IoU"])}
         return EvalResult(metrics={"mIoU": float(res["mIoU"])}, per_class={"IoU": iou}, monitor="mIoU")
 
-    def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
-        from PIL import Image
+    @torch.no_grad()
+    def predict_batch(self, nets: Mapping[str, nn.Module], images: Sequence[Tensor]) -> list[Segmentation]:
+        """The network's class-id map of each uint8 ``(3, H, W)`` image (nets in eval mode)."""
+        return [Segmentation(mask=torch.from_numpy(self.predict_ids(nets["model"], torch.as_tensor(image))))
+                for image in images]
 
-        model = nets["model"]
-        model.eval()
-        inputs = Path(inputs)
-        exts = {".jpg", ".jpeg", ".png", ".bmp"}
-        files = [inputs] if inputs.is_file() else sorted(p for p in inputs.rglob("*") if p.suffix.lower() in exts)
-        if not files:
-            raise FileNotFoundError(f"no images (.jpg/.png/.bmp) found in {inputs}")
-        for path in files:
-            image_u8 = torch.from_numpy(np.array(Image.open(path).convert("RGB"))).permute(2, 0, 1)
-            inference.write_png(Path(out) / "masks" / f"{path.stem}.png", self.predict_ids(model, image_u8))
+    def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
+        """``masks/<name>.png`` (VOC palette class ids) and an overlay for every image in ``inputs``."""
+        predict_files(self.predict_batch, nets, Path(inputs), Path(out),
+                      functools.partial(inference.write_segmentation, mask_dir="masks"))
 
 
 def build(cfg: SegConfig) -> Seg:

@@ -33,7 +33,7 @@ background map), ``use_hierarchical`` (without it, prototypes live on the last-s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,8 +44,10 @@ from torch import Tensor, nn
 
 from lowlabel.losses import sipe as L
 from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
+from lowlabel.methods.predict import predict_files
 from lowlabel.methods.wsss import common, inference
 from lowlabel.models.seg_nets import CAMOutput
+from lowlabel.structures import Segmentation
 
 
 @dataclass
@@ -157,35 +159,29 @@ class SIPE:
     def score_maps(self, model: nn.Module, image: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """Multi-scale + flip IS-CAM for one image: ((K1, H, W) scores, absent classes 0; (C, h, w) features)."""
         cfg, p = self.config.infer, self.config.sipe
-        _, hh, ww = image.shape
         lab1 = torch.cat([labels.new_ones(1), labels]).view(1, -1, 1, 1)  # (1, K1, 1, 1)
-        total, aff_feats = None, None
-        for scale in cfg.scales:
-            out = common.flip_fused_forward(model, image, scale, cfg.flip)
+
+        def maps(out: CAMOutput) -> tuple[Tensor, Tensor]:
             feats = out.hier if p.use_hierarchical else out.x4
-            maps = sipe_maps(out, lab1, p, seed_features=out.hier)
-            up = F.interpolate(maps["is_cam"], size=(hh, ww), mode="bilinear", align_corners=False)[0]
-            total = up if total is None else total + up
-            if aff_feats is None or scale == 1.0:
-                aff_feats = feats[0]
-        assert total is not None and aff_feats is not None
-        total = total / (total.amax(dim=(1, 2), keepdim=True) + L.EPS)
-        return total * lab1[0], aff_feats
+            return sipe_maps(out, lab1, p, seed_features=out.hier)["is_cam"], feats
+
+        scores, feats = common.multiscale_maps(model, image, scales=cfg.scales, flip=cfg.flip, maps=maps, eps=L.EPS)
+        return scores * lab1[0], feats
 
     def evaluate(self, nets: Mapping[str, nn.Module], split: str, out_dir: Path) -> EvalResult:
         model = nets["model"]
-        model.eval()
-        try:
-            return inference.evaluate_maps(lambda img, lab: self.score_maps(model, img, lab), self.data, split,
-                                            Path(out_dir), self.config.infer)
-        finally:
-            model.train()
+        return inference.evaluate_maps(lambda img, lab: self.score_maps(model, img, lab), self.data, split,
+                                       Path(out_dir), self.config.infer)
+
+    @torch.no_grad()
+    def predict_batch(self, nets: Mapping[str, nn.Module], images: Sequence[Tensor]) -> list[Segmentation]:
+        """Seeds and pseudo masks of uint8 ``(3, H, W)`` images, for the classes the classifier finds (eval mode)."""
+        model = nets["model"]
+        return inference.segment(model, lambda img, lab: self.score_maps(model, img, lab), images, self.config.infer)
 
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
-        model = nets["model"]
-        model.eval()
-        inference.predict_folder(model, lambda img, lab: self.score_maps(model, img, lab), Path(inputs), Path(out),
-                                  self.config.infer)
+        """``seeds/``, ``pseudo/`` (VOC palette PNGs) and ``overlays/`` for every image in ``inputs``."""
+        predict_files(self.predict_batch, nets, Path(inputs), Path(out), inference.write_segmentation)
 
 
 def build(cfg: SIPEConfig) -> SIPE:
