@@ -10,9 +10,9 @@ the pixel features P the target domain. On top of CAM's cross-entropy L_c, each 
 3. L_u = mean of the T^u features (:mod:`lowlabel.losses.universum`);
 4. L = L_c + beta L_d + univer L_u, with L_d and L_u switched on from ``da.start_step``.
 
-The memory of the assigner lives in buffers of a module held by the method (not an optimised network);
-it is saved in checkpoints through ``state_dict``/``load_state_dict``. With several devices each
-process keeps its own memory.
+The memory of the assigner lives in the buffers of a network without parameters (``networks()["tsa"]``):
+the engine moves it to the device and saves it in checkpoints, and no optimizer touches it. With several
+devices each process keeps its own memory (rank 0's is checkpointed).
 
     lowlabel train da_wsol --config configs/da_wsol/synth-quick.yaml
 """
@@ -74,6 +74,9 @@ class DAWSOL(CAMMethod):
         super().__init__(config=config, **parts)
         self.tsa = tsa
 
+    def networks(self) -> dict[str, nn.Module]:
+        return {"model": self.model, "tsa": self.tsa}
+
     def training_step(self, nets: Mapping[str, nn.Module], batch: dict[str, Any], step: int) -> StepOutput:
         images = batch["image"]
         labels = as_labels(batch, self.num_classes, images.device)
@@ -83,19 +86,18 @@ class DAWSOL(CAMMethod):
         da = self.config.da
         if step < da.start_step:
             return StepOutput(losses={"model": cls}, logs=logs)
-        l_d, l_u, kept = self.da_losses(out.features, out.pooled, labels)
+        l_d, l_u, kept = self.da_losses(nets["tsa"], out.features, out.pooled, labels)
         loss = cls + da.beta * l_d + da.univer * l_u
         logs.update({"mmd": float(l_d.detach()), "universum": float(l_u.detach()), "kept": kept})
         return StepOutput(losses={"model": loss}, logs=logs)
 
-    def da_losses(self, features: torch.Tensor, pooled: torch.Tensor,
+    def da_losses(self, tsa: TargetSampleAssigner, features: torch.Tensor, pooled: torch.Tensor,
                   labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """``(L_d, L_u, fraction of images with enough samples)`` for features ``(B, D, h, w)``."""
+        """``(L_d, L_u, fraction of images with enough samples)`` for features ``(B, D, h, w)``; updates ``tsa``."""
         b, d, h, w = features.shape
-        self.tsa.to(features.device)
         pixels = features.flatten(2).transpose(1, 2)  # (B, h*w, D)
-        assignment = self.tsa.assign(pixels, pooled, labels)  # (B, h*w)
-        samples = self.tsa.sample(pixels, pooled, assignment)
+        assignment = tsa.assign(pixels, pooled, labels)  # (B, h*w)
+        samples = tsa.sample(pixels, pooled, assignment)
         da = self.config.da
         if samples.keep.any():
             l_d = mmd_linear(samples.source, samples.target, kernel_mul=da.kernel_mul, kernel_num=da.kernel_num).mean()
@@ -103,12 +105,6 @@ class DAWSOL(CAMMethod):
             l_d = features.sum() * 0.0  # no image has enough samples: no MMD this step
         l_u = universum_loss(features, (assignment == UNIVERSUM).view(b, h, w))
         return l_d, l_u, float(samples.keep.float().mean())
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"tsa": {k: v.cpu() for k, v in self.tsa.state_dict().items()}}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.tsa.load_state_dict(state["tsa"])
 
 
 def build(cfg: DAWSOLConfig) -> DAWSOL:

@@ -10,11 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from tests.methods.wsol.test_cam import REAL, ROOT, tiny
 
 from lowlabel.data.transforms import collate_dicts
 from lowlabel.engine.config import load_config_file
 from lowlabel.methods.wsol import da_wsol
+from tests.methods.wsol.test_cam import REAL, ROOT, tiny
 from tests.methods.wsol.wsol_fake import write_wsol
 
 
@@ -51,12 +51,13 @@ def test_before_start_step_only_cross_entropy_and_memory_untouched(tmp_path: Pat
     assert method.tsa.counts.sum() == 0
 
 
-def test_memory_state_round_trip(tmp_path: Path) -> None:
+def test_memory_is_a_parameterless_network_round_trip(tmp_path: Path) -> None:
     data = write_wsol(tmp_path, "CUB", size=64)
     a = da_wsol.build(da_config(*data))
     a.training_step(a.networks(), two_image_batch(a), 0)
+    assert list(a.networks()["tsa"].parameters()) == []  # state, not optimised
     b = da_wsol.build(da_config(*data))
-    b.load_state_dict(a.state_dict())
+    b.networks()["tsa"].load_state_dict(a.networks()["tsa"].state_dict())
     assert torch.equal(b.tsa.memory, a.tsa.memory) and torch.equal(b.tsa.counts, a.tsa.counts)
 
 
@@ -80,7 +81,7 @@ def test_engine_cli_train_evaluate_predict_on_quick_and_wrong_method(tmp_path: P
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["split"] == "val" and 0 <= metrics["MaxBoxAccV2"] <= 100 and 0 <= metrics["PxAP"] <= 100
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
-    assert ckpt["method_state"]["tsa"]["counts"].sum() > 0  # the assigner's memory is saved
+    assert ckpt["nets"]["tsa"]["counts"].sum() > 0  # the assigner's memory is saved
     assert main(["evaluate", "da_wsol", "--ckpt", str(run), "--split", "test"]) == 0
     assert json.loads((run / "metrics.json").read_text())["split"] == "test"
     assert (run / "eval" / "test" / "per_image.csv").is_file()
