@@ -1,16 +1,18 @@
 """wsolevaluation metadata reader (CUB-200-2011, ImageNet-1K, OpenImages30k, ShapesWorld).
 
 A split's metadata folder holds ``image_ids.txt`` (paths relative to ``data_root``), ``class_labels.txt``
-(``id,label``), ``image_sizes.txt`` (``id,W,H``) and ``localization.txt``: either boxes
+(``id,label``), ``image_sizes.txt`` (``id,W,H``; OpenImages has none) and ``localization.txt``: either boxes
 (``id,x0,y0,x1,y1``, one line per box, inclusive pixel corners) or, as in OpenImages, masks
 (``id,mask_path,ignore_path``, paths relative to ``mask_root``; only an image's first line names the
-ignore mask).
+ignore mask). :func:`read_wsol_metadata` is the one reader of that folder, for :class:`WSOLDataset` and for
+``lowlabel score wsol`` (:mod:`lowlabel.metrics.scoring`).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,117 @@ from lowlabel.data.io import load_index_png, load_rgb, read_lines, to_boxes, to_
 from lowlabel.errors import DataError
 
 
-def _split_line(path: Path, lineno: int, line: str, n: int | None = None) -> list[str]:
+@dataclass
+class WSOLMetadata:
+    """One wsolevaluation split folder, as :func:`read_wsol_metadata` reads it.
+
+    Attributes:
+        split_dir: the folder.
+        image_ids: ``image_ids.txt`` in file order (paths relative to the image root).
+        labels: image id -> class index, for every image id.
+        sizes: image id -> ``(W, H)``, as ``image_sizes.txt`` lists them (empty without that file: OpenImages).
+        boxes: image id -> ``[[x0, y0, x1, y1], ...]`` inclusive corners in original pixels (box metadata).
+        masks: image id -> instance mask paths relative to the mask root (mask metadata, one per line).
+        ignore: image id -> ignore-mask path (only an image's first line names it; may be absent).
+    """
+
+    split_dir: Path
+    image_ids: list[str]
+    labels: dict[str, int]
+    sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
+    boxes: dict[str, list[list[float]]] = field(default_factory=dict)
+    masks: dict[str, list[str]] = field(default_factory=dict)
+    ignore: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_masks(self) -> bool:
+        return bool(self.masks)
+
+
+def _numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """Non-empty stripped lines with their 1-based line numbers in the file."""
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not a UTF-8 text file ({e})") from None
+    return [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def _fields(path: Path, lineno: int, line: str, known: set[str], n: int | None = None) -> list[str]:
+    """The comma-separated fields of one line whose first field must be a known image id."""
     parts = [p.strip() for p in line.split(",")]
     if n is not None and len(parts) != n:
         raise DataError(f"{path}:{lineno}: expected {n} comma-separated fields, got {len(parts)}: {line!r}")
+    if parts[0] not in known:
+        raise DataError(f"{path}:{lineno}: image id {parts[0]!r} is not in image_ids.txt")
     return parts
+
+
+def read_wsol_metadata(split_dir: str | Path, *, require_localization: bool = False) -> WSOLMetadata:
+    """Read one wsolevaluation split folder; every problem is a :class:`DataError` naming the file and line.
+
+    ``image_ids.txt`` and ``class_labels.txt`` (a label for every image) are required. ``image_sizes.txt`` and
+    ``localization.txt`` are read when present: training splits may lack them, and OpenImages has no sizes.
+
+    Args:
+        split_dir: the split's metadata folder.
+        require_localization: what scoring needs: a box or mask for every image, and for box metadata a size
+            for every image (boxes are rescaled to the score-map side with it).
+    """
+    root = Path(split_dir)
+    image_ids = [line for _, line in _numbered_lines(root / "image_ids.txt")]
+    known = set(image_ids)
+    meta = WSOLMetadata(split_dir=root, image_ids=image_ids, labels={})
+    path = root / "class_labels.txt"
+    for no, line in _numbered_lines(path):
+        image_id, label = _fields(path, no, line, known, 2)
+        try:
+            meta.labels[image_id] = int(label)
+        except ValueError:
+            raise DataError(f"{path}:{no}: label {label!r} is not an integer") from None
+    missing = [x for x in image_ids if x not in meta.labels]
+    if missing:
+        raise DataError(f"{path}: no label for image id {missing[0]!r} ({len(missing)} missing)")
+    path = root / "image_sizes.txt"
+    if path.is_file():
+        for no, line in _numbered_lines(path):
+            image_id, w, h = _fields(path, no, line, known, 3)
+            try:
+                meta.sizes[image_id] = (int(w), int(h))
+            except ValueError:
+                raise DataError(f"{path}:{no}: size fields must be integers: {line!r}") from None
+    path = root / "localization.txt"
+    if path.is_file() or require_localization:
+        _read_localization(path, meta, known)
+    if require_localization:
+        for image_id in image_ids:
+            if image_id not in meta.boxes and image_id not in meta.masks:
+                raise DataError(f"{path}: no box or mask for image id {image_id!r}")
+            if image_id in meta.boxes and image_id not in meta.sizes:
+                raise DataError(f"{root / 'image_sizes.txt'}: no size for image id {image_id!r} (boxes need it)")
+    return meta
+
+
+def _read_localization(path: Path, meta: WSOLMetadata, known: set[str]) -> None:
+    """Boxes ``id,x0,y0,x1,y1`` or masks ``id,mask_path,ignore_path`` (one line per box or instance mask)."""
+    for no, line in _numbered_lines(path):
+        parts = _fields(path, no, line, known)
+        if len(parts) == 5:
+            try:
+                box = [float(v) for v in parts[1:]]
+            except ValueError:
+                raise DataError(f"{path}:{no}: box coordinates must be numbers: {line!r}") from None
+            if box[2] < box[0] or box[3] < box[1]:
+                raise DataError(f"{path}:{no}: box has x1 < x0 or y1 < y0: {line!r}")
+            meta.boxes.setdefault(parts[0], []).append(box)
+        elif len(parts) == 3 and not parts[1].replace(".", "").isdigit():  # a number is a cut box line
+            meta.masks.setdefault(parts[0], []).append(parts[1])
+            if parts[2] and parts[0] not in meta.ignore:
+                meta.ignore[parts[0]] = parts[2]
+        else:
+            raise DataError(f"{path}:{no}: expected 'id,x0,y0,x1,y1' or 'id,mask_path,ignore_path', got {line!r}")
 
 
 class WSOLDataset(Dataset):
@@ -34,7 +142,8 @@ class WSOLDataset(Dataset):
     Item: ``{"image": tv_tensors.Image uint8 (3, H, W), "label": int, "image_id": str,
     "boxes": BoundingBoxes XYXY (N, 4) in original pixels (inclusive corners, as in the metadata; N = 0
     for mask metadata), "orig_size": (H, W)}``. ``transforms(image, target)`` (torchvision v2 style)
-    moves ``image`` and ``boxes`` together; ``orig_size`` stays the original size.
+    moves ``image`` and ``boxes`` together; ``orig_size`` stays the original size. The metadata is read by
+    :func:`read_wsol_metadata` (``self.meta``).
     """
 
     def __init__(
@@ -48,30 +157,16 @@ class WSOLDataset(Dataset):
     ) -> None:
         self.data_root, self.metadata_dir = Path(data_root), Path(metadata_dir)
         self.transforms = transforms
-        meta = self.metadata_dir
-        self.image_ids: list[str] = read_lines(meta / "image_ids.txt")
-        known = set(self.image_ids)
-        self.labels: dict[str, int] = {}
-        for i, line in enumerate(read_lines(meta / "class_labels.txt"), 1):
-            image_id, label = _split_line(meta / "class_labels.txt", i, line, 2)
-            if image_id not in known:
-                raise DataError(f"{meta / 'class_labels.txt'}:{i}: image id {image_id!r} not in image_ids.txt")
-            try:
-                self.labels[image_id] = int(label)
-            except ValueError:
-                raise DataError(f"{meta / 'class_labels.txt'}:{i}: label {label!r} is not an integer") from None
-        missing = [x for x in self.image_ids if x not in self.labels]
-        if missing:
-            raise DataError(
-                f"{meta / 'class_labels.txt'}: no label for image id {missing[0]!r} ({len(missing)} missing)"
-            )
-        self.sizes = self._read_sizes(meta / "image_sizes.txt", known)
-        self.boxes: dict[str, list[list[float]]] = {x: [] for x in self.image_ids}
-        self.masks: dict[str, tuple[list[str], str | None]] = {}
-        if (meta / "localization.txt").is_file():
-            self._read_localization(meta / "localization.txt", known)
+        self.meta = read_wsol_metadata(self.metadata_dir)
+        self.image_ids: list[str] = list(self.meta.image_ids)
+        self.labels: dict[str, int] = self.meta.labels
+        self.sizes: dict[str, tuple[int, int]] = {x: (h, w) for x, (w, h) in self.meta.sizes.items()}  # (H, W)
+        self.boxes: dict[str, list[list[float]]] = {x: self.meta.boxes.get(x, []) for x in self.image_ids}
+        self.masks: dict[str, tuple[list[str], str | None]] = {
+            x: (paths, self.meta.ignore.get(x)) for x, paths in self.meta.masks.items()
+        }
         self.mask_root = Path(mask_root) if mask_root is not None else self._default_mask_root()
-        names_file = meta.parent / "class_names.txt"
+        names_file = self.metadata_dir.parent / "class_names.txt"
         self.class_names: list[str] | None = read_lines(names_file) if names_file.is_file() else None
         self.num_classes = len(self.class_names) if self.class_names else max(self.labels.values()) + 1
         self.skipped = 0
@@ -88,40 +183,6 @@ class WSOLDataset(Dataset):
         # wsolevaluation keeps masks next to the metadata: <root>/metadata/<DS>/<split> -> <root>/masks
         guess = self.metadata_dir.parent.parent.parent / "masks"
         return guess if guess.is_dir() else None
-
-    @staticmethod
-    def _read_sizes(path: Path, known: set[str]) -> dict[str, tuple[int, int]]:
-        sizes: dict[str, tuple[int, int]] = {}
-        if not path.is_file():
-            return sizes
-        for i, line in enumerate(read_lines(path), 1):
-            image_id, w, h = _split_line(path, i, line, 3)
-            if image_id not in known:
-                raise DataError(f"{path}:{i}: image id {image_id!r} not in image_ids.txt")
-            try:
-                sizes[image_id] = (int(h), int(w))
-            except ValueError:
-                raise DataError(f"{path}:{i}: size fields must be integers: {line!r}") from None
-        return sizes
-
-    def _read_localization(self, path: Path, known: set[str]) -> None:
-        for i, line in enumerate(read_lines(path), 1):
-            parts = _split_line(path, i, line)
-            if parts[0] not in known:
-                raise DataError(f"{path}:{i}: image id {parts[0]!r} not in image_ids.txt")
-            if len(parts) == 3 and not parts[1].replace(".", "").isdigit():  # mask line
-                paths, ignore = self.masks.get(parts[0], ([], None))
-                self.masks[parts[0]] = (paths + [parts[1]], ignore or (parts[2] or None))
-            elif len(parts) == 5:
-                try:
-                    box = [float(v) for v in parts[1:]]
-                except ValueError:
-                    raise DataError(f"{path}:{i}: box coordinates must be numbers: {line!r}") from None
-                if box[2] < box[0] or box[3] < box[1]:
-                    raise DataError(f"{path}:{i}: box has x1 < x0 or y1 < y0: {line!r}")
-                self.boxes[parts[0]].append(box)
-            else:
-                raise DataError(f"{path}:{i}: expected id,x0,y0,x1,y1 or id,mask_path,ignore_path: {line!r}")
 
     def __len__(self) -> int:
         return len(self.image_ids)

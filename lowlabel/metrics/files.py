@@ -1,13 +1,13 @@
 """Readers for the official prediction and annotation file formats scored by ``lowlabel score``.
 
 Every reader raises :class:`~lowlabel.errors.UserError` with one line that names the file (and the line) at fault.
-Evaluators stay I/O-free; this module is the only place in ``lowlabel.metrics`` that touches files.
+Evaluators stay I/O-free; this module is the only place in ``lowlabel.metrics`` that touches files. The
+wsolevaluation metadata reader is shared with the datasets: :func:`lowlabel.data.wsol.read_wsol_metadata`.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,77 +23,6 @@ def _lines(path: Path) -> list[tuple[int, str]]:
         raise UserError(f"missing file: {path}")
     text = path.read_text(encoding="utf-8")
     return [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
-
-
-@dataclass
-class WSOLMetadata:
-    """One wsolevaluation split folder: ids, labels, sizes, and boxes or mask paths."""
-
-    image_ids: list[str]
-    labels: dict[str, int]
-    sizes: dict[str, tuple[int, int]]  # (W, H)
-    boxes: dict[str, list[list[float]]] = field(default_factory=dict)
-    masks: dict[str, list[str]] = field(default_factory=dict)
-    ignore: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def has_masks(self) -> bool:
-        return bool(self.masks)
-
-
-def read_wsol_metadata(split_dir: str | Path) -> WSOLMetadata:
-    """Read ``image_ids.txt``, ``class_labels.txt``, ``image_sizes.txt`` and ``localization.txt``.
-
-    ``localization.txt`` holds either boxes ``image_id,x0,y0,x1,y1`` (one line per box) or masks
-    ``image_id,mask_path,ignore_path`` (one line per instance mask; the first line names the ignore mask).
-    """
-    root = Path(split_dir)
-    ids = [line for _, line in _lines(root / "image_ids.txt")]
-    known = set(ids)
-    meta = WSOLMetadata(image_ids=ids, labels={}, sizes={})
-    for name, n_fields in (("class_labels.txt", 2), ("image_sizes.txt", 3)):
-        path = root / name
-        for no, line in _lines(path):
-            parts = [p.strip() for p in line.split(",")]
-            if len(parts) != n_fields:
-                raise UserError(f"{path}:{no}: expected {n_fields} comma-separated fields, got {line!r}")
-            if parts[0] not in known:
-                raise UserError(f"{path}:{no}: image id {parts[0]!r} is not in image_ids.txt")
-            try:
-                if n_fields == 2:
-                    meta.labels[parts[0]] = int(parts[1])
-                else:
-                    meta.sizes[parts[0]] = (int(parts[1]), int(parts[2]))
-            except ValueError:
-                raise UserError(f"{path}:{no}: non-integer value in {line!r}") from None
-    _read_localization(root / "localization.txt", meta, known)
-    for image_id in ids:
-        if image_id not in meta.sizes:
-            raise UserError(f"{root / 'image_sizes.txt'}: no size for image {image_id!r}")
-        if image_id not in meta.boxes and image_id not in meta.masks:
-            raise UserError(f"{root / 'localization.txt'}: no box or mask for image {image_id!r}")
-    return meta
-
-
-def _read_localization(path: Path, meta: WSOLMetadata, known: set[str]) -> None:
-    for no, line in _lines(path):
-        parts = [p.strip() for p in line.split(",")]
-        if parts[0] not in known:
-            raise UserError(f"{path}:{no}: image id {parts[0]!r} is not in image_ids.txt")
-        if len(parts) == 5:
-            try:
-                x0, y0, x1, y1 = (float(v) for v in parts[1:])
-            except ValueError:
-                raise UserError(f"{path}:{no}: non-numeric box in {line!r}") from None
-            if x1 < x0 or y1 < y0:
-                raise UserError(f"{path}:{no}: box has x1 < x0 or y1 < y0: {line!r}")
-            meta.boxes.setdefault(parts[0], []).append([x0, y0, x1, y1])
-        elif len(parts) == 3:
-            meta.masks.setdefault(parts[0], []).append(parts[1])
-            if parts[2] and parts[0] not in meta.ignore:
-                meta.ignore[parts[0]] = parts[2]
-        else:
-            raise UserError(f"{path}:{no}: expected 'id,x0,y0,x1,y1' or 'id,mask,ignore', got {line!r}")
 
 
 def read_class_csv(path: str | Path) -> dict[str, int]:

@@ -10,13 +10,16 @@ from __future__ import annotations
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from lowlabel.errors import UserError
 from lowlabel.metrics import coco, corloc, davis, files, semseg, voc_ap, wsol
 from lowlabel.structures import IGNORE_INDEX
+
+if TYPE_CHECKING:
+    from lowlabel.data.wsol import WSOLMetadata
 
 
 def score_wsol(
@@ -35,7 +38,9 @@ def score_wsol(
     ``predictions``); mask metadata gives ``PxAP``. Score maps and prediction lines of images that are not in the
     metadata are ignored, as wsolevaluation ignores extra score maps; one warning line on stderr says how many.
     """
-    meta = files.read_wsol_metadata(metadata)
+    from lowlabel.data.wsol import read_wsol_metadata  # the one wsolevaluation reader (imports torchvision: lazily)
+
+    meta = read_wsol_metadata(metadata, require_localization=True)
     preds = files.read_class_csv(predictions) if predictions else None
     side = (resize_length, resize_length)
     paths = {image_id: files.scoremap_path(scoremaps, image_id) for image_id in meta.image_ids}
@@ -65,8 +70,6 @@ def score_wsol(
         if preds is not None:
             if image_id not in preds:
                 raise UserError(f"{predictions}: no predicted class for image {image_id!r}")
-            if image_id not in meta.labels:
-                raise UserError(f"{metadata}/class_labels.txt: no class for image {image_id!r}")
             pred, gt = preds[image_id], meta.labels[image_id]
         box_ev.update(cam, meta.boxes[image_id], meta.sizes[image_id], pred_class=pred, gt_class=gt)
     out = box_ev.compute()
@@ -113,7 +116,7 @@ def _load_scoremap(path: Path, shape: tuple[int, int]) -> np.ndarray:
         raise UserError(str(err)) from None
 
 
-def _load_masks(root: Path, meta: files.WSOLMetadata, image_id: str, side: tuple[int, int]) -> tuple[Any, Any]:
+def _load_masks(root: Path, meta: WSOLMetadata, image_id: str, side: tuple[int, int]) -> tuple[Any, Any]:
     instances = np.stack([files.read_mask_image(root / m, side) for m in meta.masks[image_id]])
     ignore = files.read_mask_image(root / meta.ignore[image_id], side) if image_id in meta.ignore else None
     return wsol.combine_masks(instances, ignore)

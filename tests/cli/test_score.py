@@ -144,6 +144,11 @@ def test_wsol_masks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert json.loads(out_json.read_text()) == {"PxAP": pytest.approx(100.0)}  # positives outrank every negative
     assert err.startswith(f"warning: 1 score map in {maps} is not in the metadata (first: y.jpg.npy); ignored")
     assert len(err.splitlines()) == 1
+    # wsolevaluation's OpenImages metadata has no image_sizes.txt: masks do not need it
+    (meta / "image_sizes.txt").unlink()
+    (maps / "y.jpg.npy").unlink()
+    code, _, err = run(argv, capsys)
+    assert code == 0 and err == "" and json.loads(out_json.read_text()) == {"PxAP": pytest.approx(100.0)}
 
 
 def test_semseg(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

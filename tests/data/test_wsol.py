@@ -13,7 +13,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from lowlabel.data.synth.config import get_preset
-from lowlabel.data.wsol import WSOLDataset, shapesworld_wsol
+from lowlabel.data.wsol import WSOLDataset, read_wsol_metadata, shapesworld_wsol
 from lowlabel.errors import DataError
 
 
@@ -106,3 +106,66 @@ def test_openimages_style_multi_instance_masks(tmp_path: Path) -> None:
     mask, ignore = ds.load_masks("a.jpg")
     assert mask.sum() == 8 and ignore.sum() == 16 - 4
     assert ds[0]["boxes"].shape == (0, 4) and ds.mask_path("a.jpg") == tmp_path / "m1.png"
+
+
+def _meta(folder: Path, **files: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (folder / f"{name}.txt").write_text(text)
+    return folder
+
+
+def test_one_metadata_reader_for_datasets_and_scoring(tmp_path: Path) -> None:
+    """``read_wsol_metadata`` is what both WSOLDataset and ``score wsol`` read; sizes are (W, H) in it."""
+    meta = _meta(tmp_path / "m", image_ids="a.jpg\nb.jpg\n", class_labels="a.jpg,1\nb.jpg,0\n",
+                 image_sizes="a.jpg,30,20\nb.jpg,8,8\n",
+                 localization="a.jpg,1,2,10,12\na.jpg,0,0,3,3\nb.jpg,0,0,7,7\n")  # fmt: skip
+    m = read_wsol_metadata(meta, require_localization=True)
+    assert m.image_ids == ["a.jpg", "b.jpg"] and m.labels == {"a.jpg": 1, "b.jpg": 0} and not m.has_masks
+    assert m.sizes == {"a.jpg": (30, 20), "b.jpg": (8, 8)}
+    assert m.boxes == {"a.jpg": [[1, 2, 10, 12], [0, 0, 3, 3]], "b.jpg": [[0, 0, 7, 7]]}
+    (tmp_path / "img").mkdir()
+    ds = WSOLDataset(data_root=tmp_path / "img", metadata_dir=meta)
+    assert ds.sizes["a.jpg"] == (20, 30) and ds.boxes == m.boxes and ds.labels == m.labels  # dataset sizes: (H, W)
+    # box metadata needs the sizes for scoring (boxes are rescaled to 224); a training reader does not
+    (meta / "image_sizes.txt").write_text("a.jpg,30,20\n")
+    with pytest.raises(DataError, match=r"image_sizes.txt: no size for image id 'b.jpg'"):
+        read_wsol_metadata(meta, require_localization=True)
+    assert read_wsol_metadata(meta).sizes == {"a.jpg": (30, 20)}
+
+
+def test_openimages_metadata_without_sizes_is_complete_for_scoring(tmp_path: Path) -> None:
+    meta = _meta(tmp_path / "m", image_ids="a.jpg\nb.jpg\n", class_labels="a.jpg,0\nb.jpg,1\n",
+                 localization="a.jpg,a_m0.png,a_ignore.png\na.jpg,a_m1.png,\nb.jpg,b_m0.png,\n")  # fmt: skip
+    m = read_wsol_metadata(meta, require_localization=True)
+    assert m.has_masks and m.sizes == {} and m.boxes == {}
+    assert m.masks == {"a.jpg": ["a_m0.png", "a_m1.png"], "b.jpg": ["b_m0.png"]} and m.ignore == {
+        "a.jpg": "a_ignore.png"
+    }
+    (meta / "localization.txt").write_text("a.jpg,a_m0.png,a_ignore.png\n")
+    with pytest.raises(DataError, match=r"localization.txt: no box or mask for image id 'b.jpg'"):
+        read_wsol_metadata(meta, require_localization=True)
+    (meta / "localization.txt").unlink()  # a training split: labels only
+    assert read_wsol_metadata(meta).masks == {}
+    with pytest.raises(DataError, match=r"localization.txt: file not found"):
+        read_wsol_metadata(meta, require_localization=True)
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("class_labels", "a.jpg,0\n\nb.jpg,x\n", r"class_labels.txt:3: label 'x' is not an integer"),
+        ("class_labels", "a.jpg,0\n", r"class_labels.txt: no label for image id 'b.jpg' \(1 missing\)"),
+        ("image_sizes", "a.jpg,8\n", r"image_sizes.txt:1: expected 3 comma-separated fields, got 2"),
+        ("image_sizes", "a.jpg,8,8\nc.jpg,8,8\n", r"image_sizes.txt:2: image id 'c.jpg' is not in image_ids.txt"),
+        ("localization", "a.jpg,0,0,1\n", r"localization.txt:1: expected 'id,x0,y0,x1,y1' or 'id,mask_path,"),
+        ("localization", "a.jpg,0,0,x,1\n", r"localization.txt:1: box coordinates must be numbers"),
+    ],
+)
+def test_metadata_errors_name_file_and_line(tmp_path: Path, name: str, text: str, message: str) -> None:
+    """Line numbers count blank lines, as an editor does."""
+    files = {"image_ids": "a.jpg\nb.jpg\n", "class_labels": "a.jpg,0\nb.jpg,1\n", "image_sizes": "a.jpg,8,8\n",
+             "localization": "a.jpg,0,0,1,1\n"}  # fmt: skip
+    meta = _meta(tmp_path / "m", **{**files, name: text})
+    with pytest.raises(DataError, match=message):
+        read_wsol_metadata(meta)
