@@ -24,7 +24,7 @@ lane() {  # main method, ablation run name, the SIPE switch the ablation turns o
   local method=$1 ablation=$2 switch=$3
   for s in $seeds; do  # the comparison first, over all seeds
     train "$method" "$method" "$s"
-    train "seg-$method" seg "$s" --pseudo_dir "$out/$method-s$s/eval/train_aug/pseudo"
+    train "seg-$method" seg "$s" --init_from "$out/$method-s$s"   # the seed stage: its eval/train_aug/pseudo
   done
   for s in $seeds; do
     train "$ablation" sipe "$s" "$switch" false --trainer.eval_split train

@@ -24,8 +24,8 @@ DATA_ROOT = "synth:quick"
 DATA_KINDS = ("wsol", "voc")  # what today's methods read; ShapesWorld generates every kind at once
 DEFAULT_ESTIMATES = {"data": 30.0, "train": 150.0, "report": 20.0}  # seconds, before any timing is known
 TIMINGS_FILE = "timings.json"
-# Stages that train on another run's output, which the demo does not chain (yet): method -> why.
-SKIPPED = {"seg": "trains on pseudo masks of a finished sipe run (see configs/seg/voc12.yaml)"}
+# Later stages of multi-stage methods: stage -> the method whose run it starts from (its ``init_from``).
+STAGES = {"seg": "sipe"}
 
 
 @dataclass
@@ -35,6 +35,7 @@ class DemoRun:
     method: str
     config: Path
     run_dir: Path
+    init_from: DemoRun | None = None  # the earlier stage's run, for a later stage (``--init_from``)
 
     @property
     def done(self) -> bool:
@@ -77,9 +78,8 @@ def default_configs_dir() -> Path:
 
 
 def discover_runs(out: Path, *, configs_dir: Path | None = None, only: Sequence[str] | None = None) -> list[DemoRun]:
-    """Every method of ``METHODS`` that has ``<configs>/<method>/synth-quick.yaml``, baselines first.
-
-    Methods in :data:`SKIPPED` are left out.
+    """Every method of ``METHODS`` that has ``<configs>/<method>/synth-quick.yaml``: baselines first, then the
+    methods, then the later stages of :data:`STAGES`, each right after and started from its earlier stage's run.
 
     Raises:
         UserError: ``only`` names a method that is unknown or has no quick config, or nothing is available.
@@ -89,24 +89,34 @@ def discover_runs(out: Path, *, configs_dir: Path | None = None, only: Sequence[
     from lowlabel.report.comparisons import BASELINES
 
     configs_dir = configs_dir or default_configs_dir()
-    available = [m for m in METHODS if (configs_dir / m / CONFIG_NAME).is_file() and m not in SKIPPED]
+    available = [m for m in METHODS if (configs_dir / m / CONFIG_NAME).is_file()]
     if only:
         missing = [m for m in only if m not in available]
         if missing:
             raise UserError(f"--methods: no {configs_dir}/<method>/{CONFIG_NAME} for {', '.join(missing)} "
                             f"(available: {', '.join(available) or 'none'})")
+        orphans = [m for m in only if m in STAGES and STAGES[m] not in only]
+        if orphans:
+            raise UserError(f"--methods: {orphans[0]} starts from a {STAGES[orphans[0]]} run; add {STAGES[orphans[0]]}")
         available = [m for m in available if m in only]
+    available = [m for m in available if m not in STAGES or STAGES[m] in available]
     if not available:
         raise UserError(f"no method has a {configs_dir}/<method>/{CONFIG_NAME}; nothing to run")
     baselines = set(BASELINES.values())
-    ordered = [m for m in available if m in baselines] + [m for m in available if m not in baselines]
-    return [DemoRun(method=m, config=configs_dir / m / CONFIG_NAME, run_dir=out / m) for m in ordered]
+    firsts = [m for m in available if m in baselines] + [m for m in available if m not in baselines | set(STAGES)]
+    runs: dict[str, DemoRun] = {}
+    for m in firsts + [m for m in available if m in STAGES]:
+        runs[m] = DemoRun(method=m, config=configs_dir / m / CONFIG_NAME, run_dir=out / m,
+                          init_from=runs[STAGES[m]] if m in STAGES else None)
+    return list(runs.values())
 
 
 def subprocess_runner(run: DemoRun, overrides: Sequence[str], log_path: Path) -> int:
     """Train ``run`` with ``python -m lowlabel.cli.main train`` in a child process; its output goes to ``log_path``."""
     cmd = [sys.executable, "-m", "lowlabel.cli.main", "train", run.method, "--config", str(run.config),
            "--run-dir", str(run.run_dir), *overrides]
+    if run.init_from is not None:
+        cmd += ["--init_from", str(run.init_from.run_dir)]
     if (run.run_dir / "checkpoints").is_dir():
         cmd += ["--resume", "auto"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,6 +156,10 @@ def run_demo(
     timings["data:ShapesWorld quick"] = st.seconds
     failed: list[DemoRun] = []
     for r in todo:
+        if r.init_from is not None and r.init_from in failed:
+            failed.append(r)
+            progress.note(f"{r.method} skipped: it starts from the {r.init_from.method} run, which failed")
+            continue
         with progress.stage("train", r.method) as st:
             code = runner(r, overrides, r.run_dir / "train.log")
         if code == 0 and (r.run_dir / "metrics.json").is_file():

@@ -149,6 +149,35 @@ def read_weights(path: str | Path, *, trust_pickle: bool = False) -> Weights:
     return _read_checkpoint(path, trust_pickle=trust_pickle)
 
 
+def read_stage(init_from: str | Path, *, stage: str, accepts: tuple[str, ...] = (), run_only: bool = False,
+               trust_pickle: bool = False) -> Weights:
+    """The earlier stage a later stage's ``init_from`` names: a run folder or a weights file.
+
+    Args:
+        init_from: the run folder, checkpoint, pretrained folder or weights file.
+        stage: the later stage's method name (for the messages).
+        accepts: methods whose runs can feed this stage (empty = any); a file written by another method is an
+            error. Files that do not record their method (bare ``.pth``/``.safetensors``) pass.
+        run_only: the stage needs a run folder (it reads files the run wrote, such as pseudo masks).
+
+    Raises:
+        FileNotFoundError, UserError: one line naming ``init_from`` and what is wrong with it.
+    """
+    path = Path(init_from)
+    if not str(init_from):
+        raise UserError(f"{stage}: init_from is empty; name the run folder or weights file of the earlier stage")
+    if not path.exists():
+        raise FileNotFoundError(f"{stage}: init_from {path} does not exist")
+    if run_only and not (path.is_dir() and (path / "checkpoints").is_dir()):
+        raise UserError(f"{stage}: init_from {path} is not a run folder (no checkpoints/); {stage} reads the files "
+                        f"a run of {' or '.join(accepts) or 'the earlier stage'} writes")
+    weights = read_weights(path, trust_pickle=trust_pickle)
+    if accepts and weights.method is not None and weights.method not in accepts:
+        raise UserError(f"{weights.file}: a run of {weights.method!r}; init_from of {stage} needs "
+                        f"{' or '.join(repr(a) for a in accepts)}")
+    return weights
+
+
 def load_weights(path: str | Path, *, trust_pickle: bool = False) -> dict[str, dict[str, torch.Tensor]]:
     """``{network: state_dict}`` of :func:`read_weights` (a bare ``.pth`` state dict comes back as ``{"": ...}``)."""
     return read_weights(path, trust_pickle=trust_pickle).nets

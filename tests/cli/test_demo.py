@@ -58,10 +58,13 @@ def test_discover_orders_baselines_first(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr("lowlabel.methods.METHODS", {"da_wsol": "x", "cam": "y", "sipe": "z", "nocfg": "w", "seg": "v"})
     configs = write_configs(tmp_path / "configs", ["da_wsol", "cam", "sipe", "seg"])
     runs = discover_runs(tmp_path / "out", configs_dir=configs)
-    assert [r.method for r in runs] == ["cam", "da_wsol", "sipe"]
+    assert [r.method for r in runs] == ["cam", "da_wsol", "sipe", "seg"]  # a later stage after its earlier one
     assert runs[0].run_dir == tmp_path / "out" / "cam"
     assert runs[0].config == configs / "cam" / "synth-quick.yaml"
+    assert runs[3].init_from is runs[2] and runs[2].init_from is None
     assert [r.method for r in discover_runs(tmp_path / "o", configs_dir=configs, only=["sipe"])] == ["sipe"]
+    with pytest.raises(UserError, match="seg starts from a sipe run; add sipe"):
+        discover_runs(tmp_path / "o", configs_dir=configs, only=["seg"])
     with pytest.raises(UserError, match="nocfg"):
         discover_runs(tmp_path / "o", configs_dir=configs, only=["nocfg"])
     with pytest.raises(UserError, match="nothing to run"):
@@ -104,6 +107,22 @@ def test_failed_run_is_reported_and_retried(tmp_path: Path) -> None:
     retry = FakeRunner()
     assert run_demo(runs, out=out, runner=retry, data=lambda: None, stream=io.StringIO()) == 0
     assert retry.calls == [("da_wsol", (), True)]  # only the failed run, in its existing folder
+
+
+def test_later_stage_starts_from_its_earlier_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """seg gets ``--init_from <sipe run>``, and is skipped when the sipe run failed."""
+    out = tmp_path / "demo"
+    sipe = DemoRun("sipe", tmp_path / "s.yaml", out / "sipe")
+    seg = DemoRun("seg", tmp_path / "g.yaml", out / "seg", init_from=sipe)
+    stream = io.StringIO()
+    runner = FakeRunner(fail=["sipe"])
+    assert run_demo([sipe, seg], out=out, runner=runner, data=lambda: None, stream=stream) == 1
+    assert [c[0] for c in runner.calls] == ["sipe"]  # seg never ran
+    assert "seg skipped: it starts from the sipe run, which failed" in stream.getvalue()
+    seen: list[list[str]] = []
+    monkeypatch.setattr(demo.subprocess, "run", lambda c, **_: seen.append(c) or subprocess.CompletedProcess(c, 0))
+    demo.subprocess_runner(seg, [], tmp_path / "seg.log")
+    assert seen[0][-2:] == ["--init_from", str(out / "sipe")]
 
 
 def test_subprocess_runner_resumes_interrupted_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

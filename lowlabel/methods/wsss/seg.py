@@ -2,9 +2,14 @@
 
 SIPE (CVPR 2022) and IRN end with a fully-supervised segmentation model trained on their pseudo masks;
 the official SIPE repo sends users to other repositories for it (SIPE issue #6). Here it is a method:
-``lowlabel train seg --config configs/seg/<dataset>.yaml --pseudo_dir <run>/eval/train/pseudo`` trains
+``lowlabel train seg --config configs/seg/<dataset>.yaml --init_from <sipe or mlcam run>`` trains
 torchvision's DeepLabV3 (no weights downloaded unless asked for) with cross-entropy ignoring 255 on the
 pseudo masks of the training split, and evaluates mIoU on val with :mod:`lowlabel.metrics.semseg`.
+
+It is the second stage of a two-stage method: ``init_from`` names the run of the seed stage, whose
+evaluation on ``data.train_split`` wrote the pseudo masks into ``<run>/eval/<train_split>/pseudo`` (a
+``lowlabel train sipe`` run whose ``trainer.eval_split`` is the training split, or ``lowlabel evaluate sipe
+--split <train split>``). ``pseudo_dir`` names such a folder directly instead, e.g. masks of another codebase.
 
 Backbones: ``deeplabv3_resnet50`` / ``deeplabv3_resnet101`` (torchvision, output stride 8), and
 ``deeplabv3_small`` (a ResNet-18 with output stride 16 under torchvision's ``DeepLabHead``) for ShapesWorld.
@@ -28,6 +33,7 @@ from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerCo
 from lowlabel.methods.predict import predict_files
 from lowlabel.methods.wsss import common, inference
 from lowlabel.models.seg_nets import SEG_ARCHS, SegNet
+from lowlabel.models.weights import read_stage
 from lowlabel.samples import SampleKeeper, save_sample, write_per_image
 from lowlabel.structures import IGNORE_INDEX, Segmentation
 
@@ -49,7 +55,9 @@ class SegConfig:
     """Everything ``lowlabel train seg`` reads."""
 
     data: common.DataConfig = field(default_factory=common.DataConfig)
-    pseudo_dir: str = ""  # folder with <image_id>.png for every image of data.train_split (required)
+    # The seed stage: a sipe or mlcam run folder; its eval/<data.train_split>/pseudo holds the pseudo masks.
+    init_from: str = ""
+    pseudo_dir: str = ""  # or: a folder with <image_id>.png for every image of data.train_split (wins over init_from)
     model: SegModelConfig = field(default_factory=SegModelConfig)
     max_eval_images: int = 0  # 0 = the whole eval split
     num_fixed_samples: int = 6
@@ -63,11 +71,27 @@ class SegConfig:
 CONFIG = SegConfig
 
 
+SEED_STAGES = ("sipe", "mlcam")  # the runs whose pseudo masks seg trains on
+
+
+def pseudo_dir_of(cfg: SegConfig) -> str:
+    """``cfg.pseudo_dir``, else the pseudo-mask folder of the seed-stage run ``cfg.init_from``."""
+    if cfg.pseudo_dir:
+        return cfg.pseudo_dir
+    if not cfg.init_from:
+        raise DataError("seg needs init_from (a sipe or mlcam run folder) or pseudo_dir (a folder of pseudo masks "
+                        "<image_id>.png)")
+    stage = read_stage(cfg.init_from, stage="seg", accepts=SEED_STAGES, run_only=True)
+    folder = Path(cfg.init_from) / "eval" / cfg.data.train_split / "pseudo"
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no pseudo masks in the {stage.method or 'seed'}-stage run; write them with "
+                        f"`lowlabel evaluate {stage.method or 'sipe'} --ckpt {cfg.init_from} --split "
+                        f"{cfg.data.train_split}`")
+    return str(folder)
+
+
 def check_pseudo_dir(pseudo_dir: str, image_ids: list[str], split: str) -> Path:
     """The pseudo-mask folder, or ``DataError`` naming the first missing ``<id>.png`` and how many are missing."""
-    if not pseudo_dir:
-        raise DataError("seg needs pseudo_dir: the folder of pseudo masks <image_id>.png "
-                        "(written by `lowlabel evaluate sipe --split <train split>` into <run>/eval/<split>/pseudo)")
     folder = Path(pseudo_dir)
     if not folder.is_dir():
         raise DataError(f"pseudo-mask folder not found: {folder}")
@@ -90,7 +114,7 @@ class Seg:
         train = self.data.split(config.data.train_split)
         ids = [str(i) for i in train.image_ids] if hasattr(train, "image_ids") else \
             [str(train[i]["image_id"]) for i in range(len(train))]
-        self.pseudo_dir = check_pseudo_dir(config.pseudo_dir, ids, config.data.train_split)
+        self.pseudo_dir = check_pseudo_dir(pseudo_dir_of(config), ids, config.data.train_split)
         self.model = SegNet(arch=config.model.arch, num_classes=self.num_classes,
                             pretrained_backbone=config.model.pretrained_backbone)
 
