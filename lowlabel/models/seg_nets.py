@@ -40,7 +40,9 @@ class MultiLabelCAMNet(nn.Module):
         backbone: a module with ``body`` (stem then four stages) and ``num_features``.
         num_classes: K foreground classes.
         side_channels: widths of side1..side4, or None for a plain CAM network.
-        detach_stage: stop the gradient after this stage (0 = never).
+        detach_stage: stop the gradient after this stage (0 = never). The stem and the stages up to it then get
+            no gradient, so their parameters are frozen (``requires_grad`` off): no optimizer holds them and DDP
+            does not wait for their gradients. BatchNorm statistics there still update in training mode.
     """
 
     def __init__(
@@ -49,6 +51,9 @@ class MultiLabelCAMNet(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.detach_stage = detach_stage
+        if detach_stage > 0:
+            for block in list(backbone.body)[: detach_stage + 1]:
+                block.requires_grad_(False)
         self.classifier = nn.Conv2d(backbone.num_features, num_classes, 1, bias=False)
         self.sides: nn.ModuleList | None = None
         if side_channels is not None:

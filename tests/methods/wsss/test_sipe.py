@@ -62,6 +62,10 @@ def test_official_detach_blocks_the_early_stages(tmp_path: Path) -> None:
     body = method.model.backbone.body
     assert all(p.grad is None for i in (0, 1, 2) for p in body[i].parameters())
     assert all(p.grad is not None for p in body[3].parameters())
+    # the detached stages are frozen, so no optimizer holds parameters that never get a gradient
+    optimised = {id(p) for g in method.optimizers(method.networks())["model"].param_groups for p in g["params"]}
+    assert not any(id(p) in optimised for i in (0, 1, 2) for p in body[i].parameters())
+    assert all(id(p) in optimised for p in body[3].parameters())
 
 
 def test_two_group_optimizer_uses_lr_mult_and_the_momentum_quirk(tmp_path: Path) -> None:
