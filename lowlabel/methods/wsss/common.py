@@ -17,10 +17,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
+from lowlabel.data.transforms import normalize_image as normalize_image  # the WSSS methods normalise through common
 from lowlabel.errors import DataError
 from lowlabel.methods.base import OptimConfig, build_optimizer
 from lowlabel.models.seg_nets import MultiLabelCAMNet, build_staged_backbone
-from lowlabel.structures import COCO_CLASSES, IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, VOC_CLASSES
+from lowlabel.structures import COCO_CLASSES, IGNORE_INDEX, VOC_CLASSES
 
 ScoreFn = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]  # (image, labels) -> ((K1, H, W) scores, (C, h, w))
 
@@ -133,14 +134,6 @@ def class_names(cfg: DataConfig) -> list[str]:
     if not path.is_file():
         raise FileNotFoundError(f"data.classes: expected 'voc', 'coco' or a file of class names, got {cfg.classes!r}")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
-def normalize_image(image: Tensor) -> Tensor:
-    """uint8 (3, H, W) -> float (3, H, W) normalised with the ImageNet statistics."""
-    x = torch.as_tensor(image).as_subclass(torch.Tensor).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(3, 1, 1)
-    return (x - mean) / std
 
 
 def random_scale_flip_crop(
