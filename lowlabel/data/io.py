@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -27,6 +28,15 @@ def load_rgb(path: Path) -> np.ndarray:
             return np.array(im.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f"{path}: corrupt or truncated image ({e})") from None
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, hex (manifests, the weight files a run records)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def list_images(path: Path, *, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> list[Path]:

@@ -12,7 +12,6 @@ the engine all read weights through this one module.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import pickle
 import warnings
@@ -24,6 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lowlabel.data.io import file_sha256
 from lowlabel.errors import UserError
 
 CHECKPOINT_FORMAT = "lowlabel-checkpoint"  # the "format" key of an engine checkpoint
@@ -109,14 +109,6 @@ class Weights:
     def sha256(self) -> str:
         """The SHA-256 of :attr:`file` (hex), recorded in run folders next to the file name."""
         return file_sha256(self.file)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def run_checkpoint(run_dir: Path) -> Path:

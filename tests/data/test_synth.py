@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 from lowlabel.data import parse_synth, resolve_root
+from lowlabel.data.io import file_sha256
 from lowlabel.data.synth import generate
 from lowlabel.data.synth.config import ObjectStyle, SceneStyle, get_preset
-from lowlabel.data.synth.manifest import sha256_file, verify_manifest
+from lowlabel.data.synth.manifest import verify_manifest
 from lowlabel.data.synth.render import paint_object, pixel_grid, sample_object
 from lowlabel.data.synth.scene import compose
 from lowlabel.errors import UserError
@@ -27,7 +28,7 @@ def test_quick_is_byte_identical_across_runs_and_worker_counts(quick_root: Path,
     # the manifest's hashes are the files' real hashes (spot-check against an independent sha256)
     rel = sorted(first["files"])[::97]
     for r in rel:
-        assert sha256_file(tmp_path / "again" / r) == first["files"][r]["sha256"]
+        assert file_sha256(tmp_path / "again" / r) == first["files"][r]["sha256"]
 
 
 def test_manifest_lists_every_file_and_records_seed(quick_root: Path) -> None:

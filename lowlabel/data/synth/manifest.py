@@ -6,17 +6,10 @@ import hashlib
 import json
 from pathlib import Path
 
+from lowlabel.data.io import file_sha256
 from lowlabel.errors import DataError
 
 MANIFEST = "manifest.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build_manifest(root: Path, *, version: str, preset: str, seed: int) -> dict:
@@ -24,7 +17,7 @@ def build_manifest(root: Path, *, version: str, preset: str, seed: int) -> dict:
     files = {}
     for p in sorted(q for q in root.rglob("*") if q.is_file() and q.name != MANIFEST):
         rel = p.relative_to(root).as_posix()
-        files[rel] = {"sha256": sha256_file(p), "size": p.stat().st_size}
+        files[rel] = {"sha256": file_sha256(p), "size": p.stat().st_size}
     digest = hashlib.sha256("".join(f"{k}:{v['sha256']}\n" for k, v in files.items()).encode()).hexdigest()
     manifest = {
         "generator": "shapesworld",
@@ -65,6 +58,6 @@ def verify_manifest(root: Path, *, full: bool = False, kind: str | None = None) 
             problems.append(f"{p}: missing")
         elif p.stat().st_size != info["size"]:
             problems.append(f"{p}: size {p.stat().st_size} != {info['size']} in manifest")
-        elif full and sha256_file(p) != info["sha256"]:
+        elif full and file_sha256(p) != info["sha256"]:
             problems.append(f"{p}: sha256 differs from manifest")
     return problems
