@@ -1,0 +1,174 @@
+"""The method contract, over every entry of ``METHODS`` and every one of its real config files.
+
+For each (method, config): the config is pointed at a tiny dataset written in the layout it reads, shrunk to a
+few pixels and one step (the networks stay the configured ones, without downloaded weights), then
+
+* one training step through the engine: every parameter an optimizer holds receives a gradient, a frozen
+  network's weights do not change, the checkpoint holds exactly ``networks()`` (no frozen network);
+* the engine's evaluation: metrics with a finite monitor value;
+* ``predict_batch`` of the reloaded run on two images of different sizes: one typed prediction each, at the
+  image's size.
+
+A new method joins by having configs under ``configs/<method>/`` and a data preparer in :data:`PREPARERS`;
+until then this test fails for it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lowlabel.engine import fit, load_method_from_run
+from lowlabel.engine.checkpoint import load_checkpoint
+from lowlabel.engine.config import load_config_file
+from lowlabel.methods import METHODS, method_module
+from lowlabel.models.weights import CHECKPOINT_FORMAT
+from lowlabel.structures import Localization, Segmentation
+from tests.methods.wsol.wsol_fake import write_wsol
+from tests.methods.wsss.wsss_configs import fake_root_for
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+CASES = [(name, path.stem) for name in METHODS for path in sorted((CONFIGS / name).glob("*.yaml"))]
+TRAINER = {"max_steps": 1, "batch_size": 2, "accumulate": 1, "eval_every": 0, "num_workers": 0, "devices": 1,
+           "accelerator": "cpu", "strategy": "auto", "num_nodes": 1, "precision": "32-true", "log_every": 1}
+
+
+def prepare_wsol(cfg: Any, tmp: Path) -> Any:
+    """A wsolevaluation-layout dataset (boxes on val/test, masks where the config scores PxAP)."""
+    layout = cfg.data.dataset if cfg.data.dataset in ("CUB", "ILSVRC", "OpenImages") else "CUB"
+    data_root, meta = write_wsol(tmp, layout, size=40)
+    mask_root = str(data_root) if layout == "OpenImages" else ""
+    cfg.data = dataclasses.replace(cfg.data, root="", data_root=str(data_root), metadata_root=str(meta),
+                                   mask_root=mask_root, resize_size=72, crop_size=64)
+    cfg.model = dataclasses.replace(cfg.model, pretrained="")
+    cfg.eval = dataclasses.replace(cfg.eval, cam_curve_interval=0.1)
+    return cfg
+
+
+def prepare_wsss(cfg: Any, tmp: Path) -> Any:
+    """A VOC-layout dataset (or COCO converted to it, with an 80-class label file) as the config names."""
+    root, label_list = fake_root_for(cfg.data, tmp)
+    cfg.data = dataclasses.replace(cfg.data, root=str(root), label_list=label_list, crop=32, long_side=(32, 48))
+    cfg.infer = dataclasses.replace(cfg.infer, scales=tuple(cfg.infer.scales[:2]), rw_log2_steps=2)
+    cfg.model = dataclasses.replace(cfg.model, pretrained="")
+    return cfg
+
+
+def prepare_seg(cfg: Any, tmp: Path) -> Any:
+    """The VOC-layout dataset and a seed-stage run holding pseudo masks of the training split (``init_from``)."""
+    root, label_list = fake_root_for(cfg.data, tmp)
+    cfg.data = dataclasses.replace(cfg.data, root=str(root), label_list=label_list, crop=32, long_side=(32, 48))
+    run = tmp / "sipe-run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "method": "sipe", "config": {}, "nets": {}},
+               run / "checkpoints" / "last.ckpt")
+    pseudo = run / "eval" / cfg.data.train_split / "pseudo"
+    pseudo.mkdir(parents=True)
+    masks = sorted((root / "SegmentationClass").glob("*.png"))
+    for image_id in (root / "ImageSets" / "Segmentation" / f"{cfg.data.train_split}.txt").read_text().split():
+        own = root / "SegmentationClass" / f"{image_id}.png"
+        shutil.copy(own if own.is_file() else masks[0], pseudo / f"{image_id}.png")
+    cfg.init_from, cfg.pseudo_dir = str(run), ""
+    cfg.model = dataclasses.replace(cfg.model, pretrained_backbone="")
+    return cfg
+
+
+PREPARERS: dict[str, Callable[[Any, Path], Any]] = {
+    "lowlabel.methods.wsol.": prepare_wsol,
+    "lowlabel.methods.wsss.seg": prepare_seg,
+    "lowlabel.methods.wsss.": prepare_wsss,
+}
+
+
+def preparer(name: str) -> Callable[[Any, Path], Any]:
+    module = METHODS[name]
+    found = next((fn for prefix, fn in PREPARERS.items() if module.startswith(prefix)), None)
+    if found is None:
+        pytest.fail(f"no tiny dataset for method {name!r} ({module}): add a preparer to PREPARERS")
+    return found
+
+
+def frozen_modules(method: Any) -> dict[str, torch.nn.Module]:
+    frozen = getattr(method, "frozen_networks", None)
+    return {name: f.module for name, f in (frozen() if frozen else {}).items()}
+
+
+def spy_on_gradients(method: Any) -> tuple[set[int], dict[int, str]]:
+    """Wrap ``method.optimizers`` so that every parameter it hands out records when it receives a gradient."""
+    got: set[int] = set()
+    names: dict[int, str] = {}
+    build = method.optimizers
+
+    def optimizers(nets: Mapping[str, torch.nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        opts = build(nets)
+        where = {id(p): f"{net}.{key}" for net, module in nets.items() for key, p in module.named_parameters()}
+        for opt in opts.values():
+            for group in opt.param_groups:
+                for p in group["params"]:
+                    names[id(p)] = where.get(id(p), "?")
+                    p.register_post_accumulate_grad_hook(lambda q: got.add(id(q)))
+        return opts
+
+    method.optimizers = optimizers
+    return got, names
+
+
+def images() -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8, generator=gen),
+            torch.randint(0, 256, (3, 36, 36), dtype=torch.uint8, generator=gen)]
+
+
+def check_prediction(prediction: Any, image: torch.Tensor) -> None:
+    h, w = image.shape[1:]
+    if isinstance(prediction, Localization):
+        assert prediction.heatmap.shape == (h, w) and float(prediction.heatmap.min()) >= 0
+        assert prediction.boxes.ndim == 2 and prediction.boxes.shape[1] == 4 and 0 <= prediction.score <= 1
+    elif isinstance(prediction, Segmentation):
+        assert prediction.mask.shape == (h, w) and prediction.mask.dtype == torch.uint8
+    else:
+        pytest.fail(f"predict_batch returned {type(prediction).__name__}, not a lowlabel.structures type")
+
+
+@pytest.mark.parametrize(("name", "config"), CASES, ids=[f"{n}-{c}" for n, c in CASES])
+def test_method_contract(name: str, config: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    module = method_module(name)
+    cfg = load_config_file(module.CONFIG, CONFIGS / name / f"{config}.yaml")
+    cfg = preparer(name)(cfg, tmp_path)
+    cfg.trainer = dataclasses.replace(cfg.trainer, **TRAINER)
+    method = module.build(cfg)
+    got, names = spy_on_gradients(method)
+    frozen = frozen_modules(method)
+    frozen_before = {n: {k: v.clone() for k, v in m.state_dict().items()} for n, m in frozen.items()}
+
+    result = fit(method, run_dir=tmp_path / "run", progress=False)
+
+    missing = sorted(names[i] for i in names if i not in got)
+    assert names and not missing, f"optimised parameters without a gradient: {missing[:5]}"
+    for net, state in frozen_before.items():
+        after = frozen[net].state_dict()
+        assert all(torch.equal(state[k], after[k].cpu()) for k in state), f"frozen network {net!r} changed"
+    ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    assert set(ckpt["nets"]) == set(method.networks()) and not set(ckpt["nets"]) & set(frozen)
+    assert result.metrics and result.monitor in result.metrics and math.isfinite(result.metrics[result.monitor])
+
+    loaded = load_method_from_run(tmp_path / "run", method_name=name)
+    batch = images()
+    nets = {**loaded.nets, **frozen_modules(loaded.method)}
+    with torch.no_grad():
+        predictions = loaded.method.predict_batch(nets, batch)
+    assert len(predictions) == len(batch)
+    for prediction, image in zip(predictions, batch):
+        check_prediction(prediction, image)
+
+
+def test_every_method_has_configs() -> None:
+    assert {name for name, _ in CASES} == set(METHODS)
