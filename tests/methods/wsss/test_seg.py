@@ -10,6 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
+from lowlabel.engine.loop import evaluate_nets
 from lowlabel.errors import DataError
 from lowlabel.methods.base import TrainerConfig
 from lowlabel.methods.wsss import common, seg
@@ -79,3 +80,29 @@ def test_real_config_runs_on_a_fake_dataset_in_its_layout(name: str, tmp_path: P
     from .wsss_configs import CONFIGS, check_config
 
     check_config(seg, CONFIGS / "seg" / f"{name}.yaml", tmp_path)
+
+
+def test_training_learns_the_pseudo_masks(tmp_path: Path) -> None:
+    """A few dozen steps of the method's own loss and optimizer fit 4 fake images: the loss falls and the train
+    mIoU rises well above what the all-background prediction scores."""
+    torch.manual_seed(0)
+    root = write_fake_voc(tmp_path / "voc", num_val=1, num_aug=0)
+    cfg = small_config(root, pseudo_from_gt(root, tmp_path / "pseudo"))
+    cfg.data.long_side = (48, 48)  # the whole 40x48 image in every crop
+    cfg.data.crop = 48
+    method = seg.build(cfg)
+    nets = method.networks()
+    opt = method.optimizers(nets)["model"]
+    ds = method.train_dataset()
+    losses = []
+    for step in range(40):
+        batch = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
+        loss = method.training_step(nets, batch, step).losses["model"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-5:]) < 0.3 * np.mean(losses[:5]), losses
+    res = evaluate_nets(method, nets, split="train", out_dir=tmp_path / "eval")  # eval mode, as the engine runs it
+    # predicting all background scores 21.0 here (background IoU 0.84, 0 for the 3 object classes); 40 steps reach ~58
+    assert res.metrics["mIoU"] > 45.0, res.metrics
