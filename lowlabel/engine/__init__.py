@@ -17,6 +17,8 @@ A run folder::
     checkpoints/last.ckpt    every eval / trainer.ckpt_every steps / the end (atomic writes)
     checkpoints/best.ckpt    the best evaluation by trainer.monitor (or EvalResult.monitor)
     metrics.json             latest evaluation: flat metric keys + step + split
+    frozen.json              the frozen networks' {name: {source, sha256, parameters}} (methods that have them;
+                             they are never checkpointed: rebuilding the method reloads them from their sources)
     eval/<split>/            what method.evaluate writes (per_image.csv, samples/), plus per_class.json
 
 Resume (``resume="auto"`` or a path) restores networks, optimizers, schedulers, the AMP scaler,

@@ -1,12 +1,32 @@
 """The one training loop, on Lightning Fabric. It calls the method protocol of ``lowlabel.methods.base``.
 
-Call order per optimizer step (``trainer.accumulate`` micro-batches)::
+Call order per optimizer step (``trainer.accumulate`` = K micro-batches)::
 
-    out = method.training_step(nets, batch, step)         # per micro-batch, backward sync skipped
-    backward(out.losses[name] / accumulate)               #   except on the last micro-batch
-    clip grads (optim.grad_clip); opt.step(); zero_grad(); sched.step()   # per optimizer, dict order
-    method.after_optimizer_step(nets, step)               # EMA / momentum updates
+    frozen modules back to eval mode
+    nets = {**wrapped networks, **frozen networks}
+    one phase (training_step returns a StepOutput), per micro-batch:
+        out = method.training_step(nets, batch, step)      # DDP backward sync skipped except on the last
+        backward(out.losses[name] / K)                     #   micro-batch; each loss into its optimizer only
+      then, per optimizer named, in dict order:
+        clip grads (its grad_clip); opt.step(); zero_grad(); sched.step()
+    ordered phases (training_step returns a generator): K generators, one per micro-batch; per phase j:
+        advance every generator once; backward each yielded loss / K
+        step phase j's optimizers as above, then resume the generators (phase j+1 sees the update)
+      (the phases' work must happen lazily, in the generator's body: the engine starts a phase by resuming it)
+    method.after_optimizer_step(nets, step)                # EMA / momentum updates
     log / evaluate (rank 0) / checkpoint
+
+Each optimizer's schedule and clipping come from ``methods.base.optim_configs`` (its own OptimConfig).
+
+DDP: a one-phase step uses DDP's reducer (gradients are reduced during the last micro-batch's
+backward). A phased step cannot: a generator's forward through G in phase 1 is back-propagated only
+in phase 2, and micro-batches interleave. So every forward and backward of a phased step runs under
+``no_backward_sync`` for every wrapped module, and right before an optimizer is clipped and stepped
+its gradients are averaged over the ranks explicitly (one flat buffer, one ``all_reduce``).
+
+Frozen networks (``method.frozen_networks()``) are moved to the device, have ``requires_grad`` off,
+are put back in eval mode before every optimizer step and after every evaluation, and are never
+optimised, checked for non-finite weights or checkpointed; ``<run>/frozen.json`` records them.
 
 Lightning is imported here only, inside :func:`fit`.
 """
@@ -14,6 +34,8 @@ Lightning is imported here only, inside :func:`fit`.
 from __future__ import annotations
 
 import contextlib
+import functools
+import itertools
 import math
 import sys
 from collections.abc import Iterator, Mapping
@@ -35,12 +57,21 @@ from lowlabel.engine.checkpoint import (
     set_rng_state,
 )
 from lowlabel.engine.config import config_to_dict, dump_yaml
+from lowlabel.engine.frozen import (
+    RECORD,
+    changed_warnings,
+    frozen_networks,
+    frozen_record,
+    keep_in_eval,
+    merge_nets,
+    read_record,
+)
 from lowlabel.engine.logging import RunLogger, environment_info, write_json, write_metrics
 from lowlabel.engine.progress import TrainProgress
 from lowlabel.engine.sampler import ResumableSampler
 from lowlabel.engine.seeding import seed_everything
 from lowlabel.errors import NonFiniteLossError
-from lowlabel.methods.base import EvalResult, build_scheduler
+from lowlabel.methods.base import EvalResult, StepOutput, build_scheduler, optim_configs
 from lowlabel.models.weights import load_nets
 
 
@@ -117,16 +148,17 @@ class _Loop:
         fabric, method, tcfg = self.fabric, self.method, self.tcfg
         seed_everything(tcfg.seed + fabric.global_rank, deterministic=tcfg.deterministic)
         self.nets: dict[str, nn.Module] = dict(method.networks())
+        self.frozen = frozen_networks(method)
+        for item in self.frozen.values():
+            fabric.to_device(item.module)
         self.opts: dict[str, torch.optim.Optimizer] = dict(method.optimizers(self.nets))
-        make_scheds = getattr(method, "schedulers", None)
-        if make_scheds is not None:
-            self.scheds = dict(make_scheds(self.opts, tcfg.max_steps))
-        else:
-            self.scheds = {n: build_scheduler(o, self.cfg.optim, tcfg.max_steps) for n, o in self.opts.items()}
+        self.settings = optim_configs(method, self.opts)
+        self.scheds = {n: build_scheduler(o, self.settings[n], tcfg.max_steps) for n, o in self.opts.items()}
         self.wrapped: dict[str, nn.Module] = {}
         for name, net in self.nets.items():
             trainable = any(p.requires_grad for p in net.parameters())
             self.wrapped[name] = fabric.setup_module(net) if trainable else fabric.to_device(net)
+        self.step_nets = merge_nets(self.wrapped, self.frozen)  # what training_step and after_optimizer_step get
         self.fabric_opts = {name: fabric.setup_optimizers(opt) for name, opt in self.opts.items()}
         self.params = {n: [p for g in o.param_groups for p in g["params"]] for n, o in self.opts.items()}
         self._setup_data()
@@ -167,6 +199,7 @@ class _Loop:
             resume_offset = self._restore(self.resume_path)
         if self.rank0:
             self._write_run_files()
+            self._write_frozen_record()
             remove_stale_temp_files(self.ckpt_dir)
         self.logger = RunLogger(self.run_dir / "logs", enabled=self.rank0, resume_offset=resume_offset,
                                 resume_step=self.state.step)
@@ -196,14 +229,25 @@ class _Loop:
         env["resumed_at_step"] = self.state.step if self.resume_path is not None else None
         write_json(self.run_dir / "env.json", env)
 
+    def _write_frozen_record(self) -> None:
+        """``frozen.json``; on resume, a warning for each frozen network whose file changed since the start."""
+        record = frozen_record(self.frozen)
+        if self.resume_path is not None:
+            for line in changed_warnings(read_record(self.run_dir), record):
+                print(line, file=sys.stderr)
+        if record:
+            write_json(self.run_dir / RECORD, record)
+
     def _train(self) -> None:
         tcfg = self.tcfg
         batches = self._batches()
         after = getattr(self.method, "after_optimizer_step", None)
         while self.state.step < tcfg.max_steps:
+            keep_in_eval(self.frozen)
             values = self._optimizer_step(batches)
+            values.update({f"lr/{name}": float(opt.param_groups[0]["lr"]) for name, opt in self.opts.items()})
             if after is not None:
-                after(self.wrapped, self.state.step)
+                after(self.step_nets, self.state.step)
             self.state.step += 1
             step = self.state.step
             if step % tcfg.log_every == 0 or step == tcfg.max_steps:
@@ -215,31 +259,95 @@ class _Loop:
                 self._checkpoint(best=False)
 
     def _optimizer_step(self, batches: Iterator[Any]) -> dict[str, float]:
-        """``accumulate`` micro-batches, then one step of every optimizer that received a loss."""
+        """``accumulate`` micro-batches, then one step of every optimizer that received a loss (one phase);
+        a generator from ``training_step`` goes to :meth:`_phased_step`. Returns the mean logged values."""
         accumulate, step = self.tcfg.accumulate, self.state.step
-        sums: dict[str, float] = {}
-        stepped: set[str] = set()
+        means: dict[str, float] = {}
+        stepped: list[str] = []
         for micro in range(accumulate):
-            sync = micro == accumulate - 1
-            with self._no_sync(not sync):
-                out = self.method.training_step(self.wrapped, next(batches), step)
-                values = self._check_finite(out, step)
-                self._backward(out.losses, accumulate)
-            stepped.update(out.losses)
-            for key, value in values.items():
-                sums[key] = sums.get(key, 0.0) + value / accumulate
+            with self._no_sync(micro < accumulate - 1):  # DDP reduces in the last micro-batch's backward
+                out = self.method.training_step(self.step_nets, next(batches), step)
+                if isinstance(out, StepOutput):
+                    _add_means(means, self._backward_checked(out), accumulate)
+            if not isinstance(out, StepOutput):
+                if not isinstance(out, Iterator):
+                    raise TypeError(f"training_step returned a {type(out).__name__}; return a StepOutput or yield "
+                                    "one per phase")
+                if micro > 0:
+                    raise ValueError(f"training_step returned a StepOutput for micro-batch 0 of step {step} "
+                                     f"and a {type(out).__name__} for micro-batch {micro}")
+                return self._phased_step(out, batches)
+            stepped += [name for name in out.losses if name not in stepped]
+        self._step_optimizers(stepped, all_reduce=False)
+        return means
+
+    def _phased_step(self, first: Iterator[StepOutput], batches: Iterator[Any]) -> dict[str, float]:
+        """Ordered phases: phase j of every micro-batch's generator, then phase j's optimizers step, then j+1.
+        DDP's reducer is off for the whole step; each optimizer's gradients are averaged before it steps."""
+        accumulate, step = self.tcfg.accumulate, self.state.step
+        means: dict[str, float] = {}
+        stepped: list[str] = []
+        with self._no_sync(True):
+            gens = [first] + [self.method.training_step(self.step_nets, next(batches), step)
+                              for _ in range(accumulate - 1)]
+            if any(isinstance(gen, StepOutput) for gen in gens):
+                raise ValueError(f"training_step returned phases (a generator) for micro-batch 0 of step {step} "
+                                 "and a StepOutput for another micro-batch")
+            for phase in itertools.count():
+                names = self._run_phase(gens, phase=phase, stepped=stepped, means=means)
+                if names is None:
+                    if phase == 0:
+                        raise ValueError(f"training_step's generator yielded no phase at step {step}")
+                    break
+                self._step_optimizers(names, all_reduce=self.world > 1)
+                stepped += names
+        return means
+
+    def _run_phase(self, gens: list[Iterator[StepOutput]], *, phase: int, stepped: list[str],
+                   means: dict[str, float]) -> list[str] | None:
+        """Advance every generator once and back-propagate what it yields; the phase's optimizer names, or None
+        when every generator is exhausted. Logged values of the phase go into ``means`` (later phases win)."""
+        step, names = self.state.step, None
+        phase_means: dict[str, float] = {}
+        for micro, gen in enumerate(gens):
+            out = next(gen, None)
+            if out is not None and not isinstance(out, StepOutput):
+                raise TypeError(f"training_step yielded a {type(out).__name__} at step {step}, not a StepOutput")
+            got = None if out is None else list(out.losses)
+            if micro == 0:
+                names = got
+                again = [name for name in names or [] if name in stepped]
+                if again:
+                    raise ValueError(f"optimizer(s) {again} named by two phases of step {step}; each optimizer "
+                                     "steps at most once per step")
+            elif got != names:
+                raise ValueError(f"step {step}, phase {phase}: micro-batch {micro} yielded {_phase_text(got)}, "
+                                 f"micro-batch 0 {_phase_text(names)}; every micro-batch must yield the same "
+                                 "optimizer phases in the same order")
+            if out is not None:
+                _add_means(phase_means, self._backward_checked(out), len(gens))
+        means.update(phase_means)
+        return names
+
+    def _backward_checked(self, out: StepOutput) -> dict[str, float]:
+        """The non-finite guard, then the backward of every loss of ``out``; its values as floats."""
+        values = self._check_finite(out, self.state.step)
+        self._backward(out.losses, self.tcfg.accumulate)
+        return values
+
+    def _step_optimizers(self, names: list[str], *, all_reduce: bool) -> None:
+        """Clip (each optimizer's own ``grad_clip``), step, zero and schedule the optimizers in ``names``."""
         for name, opt in self.fabric_opts.items():
-            if name not in stepped:
+            if name not in names:
                 continue
-            if self.cfg.optim.grad_clip > 0:
-                self.fabric.clip_gradients(self._any_module(), opt, max_norm=self.cfg.optim.grad_clip)
+            if all_reduce:
+                _average_gradients(self.params[name], self.world)
+            clip = self.settings[name].grad_clip
+            if clip > 0:
+                self.fabric.clip_gradients(self._any_module(), opt, max_norm=clip)
             opt.step()
             opt.zero_grad(set_to_none=True)
-            if name in self.scheds:
-                self.scheds[name].step()
-        for name, opt in self.opts.items():
-            sums[f"lr/{name}"] = float(opt.param_groups[0]["lr"])
-        return sums
+            self.scheds[name].step()
 
     def _any_module(self) -> nn.Module:
         return next(iter(self.wrapped.values()))
@@ -287,11 +395,12 @@ class _Loop:
         improved, error = False, None
         if self.rank0:
             try:
-                result = evaluate_nets(self.method, self.nets, split=self.tcfg.eval_split,
+                result = evaluate_nets(self.method, merge_nets(self.nets, self.frozen), split=self.tcfg.eval_split,
                                        out_dir=self.run_dir / "eval" / self.tcfg.eval_split)
                 improved = self._record_eval(result)
             except Exception as err:  # keep the training progress, then fail
                 error = err
+            keep_in_eval(self.frozen)
         improved, failed = self.fabric.broadcast((improved, error is not None), src=0)
         self._checkpoint(best=bool(improved) and not failed)
         if error is not None:
@@ -391,7 +500,10 @@ class _Loop:
 
 
 def evaluate_nets(method: Any, nets: Mapping[str, nn.Module], *, split: str, out_dir: Path) -> EvalResult:
-    """``method.evaluate`` in eval mode without gradients; every module's train/eval flag is restored after."""
+    """``method.evaluate`` in eval mode without gradients; every module's train/eval flag is restored after.
+
+    ``nets`` are the trained networks plus the frozen ones (``frozen.merge_nets``), as ``evaluate`` takes them.
+    """
     modes = [(m, m.training) for net in nets.values() for m in net.modules()]
     for net in nets.values():
         net.eval()
@@ -403,6 +515,42 @@ def evaluate_nets(method: Any, nets: Mapping[str, nn.Module], *, split: str, out
         for module, training in modes:
             module.training = training
     return result
+
+
+def _add_means(means: dict[str, float], values: Mapping[str, float], count: int) -> None:
+    """Add ``values / count`` into ``means`` (the mean over ``count`` micro-batches)."""
+    for key, value in values.items():
+        means[key] = means.get(key, 0.0) + value / count
+
+
+def _phase_text(names: list[str] | None) -> str:
+    return "no more phases" if names is None else f"a phase stepping {names}"
+
+
+def _average_gradients(params: list[torch.Tensor], world: int) -> None:
+    """Average ``params``' gradients over the ranks: one flat buffer, one ``all_reduce``, divided by ``world``.
+
+    A parameter keeps no gradient only if it has none on every rank; a rank without one contributes zeros.
+    """
+    import torch.distributed as dist
+
+    if not params:
+        return
+    dtype = functools.reduce(torch.promote_types, (p.dtype for p in params))
+    present = [float(p.grad is not None) for p in params]
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1).to(dtype) for p in params]
+                     + [torch.tensor(present, dtype=dtype, device=params[0].device)])  # (sum numel + len(params),)
+    dist.all_reduce(flat)
+    grads, counts = flat[:-len(params)] / world, flat[-len(params):]
+    offset = 0
+    for p, count in zip(params, counts.tolist(), strict=True):
+        if count > 0:
+            grad = grads[offset:offset + p.numel()].view_as(p).to(p.dtype)
+            if p.grad is None:
+                p.grad = grad.clone()
+            else:
+                p.grad.copy_(grad)
+        offset += p.numel()
 
 
 def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:

@@ -9,9 +9,10 @@ from typing import Any
 from torch import nn
 
 from lowlabel.engine.config import config_from_dict, load_config_file
+from lowlabel.engine.frozen import frozen_networks, merge_nets
 from lowlabel.engine.logging import write_metrics
 from lowlabel.errors import UserError
-from lowlabel.methods.base import EvalResult
+from lowlabel.methods.base import EvalResult, Frozen
 from lowlabel.models.weights import CHECKPOINT_FORMAT, load_checkpoint, load_nets, run_checkpoint, unwrap_state_dict
 
 
@@ -21,10 +22,12 @@ class LoadedMethod:
 
     Attributes:
         method: the object ``build(cfg)`` returned.
-        nets: ``method.networks()``, weights loaded, in eval mode.
+        nets: ``method.networks()``, weights loaded, plus the frozen networks, all in eval mode: the mapping
+            ``evaluate`` / ``predict`` take.
         run_dir: the run folder the weights came from (None for a loose checkpoint file).
         ckpt_path: the checkpoint file read.
         step: the training step of the checkpoint (None if unknown).
+        frozen: ``method.frozen_networks()`` (reloaded by the method from their sources; also in ``nets``).
     """
 
     method: Any
@@ -32,6 +35,7 @@ class LoadedMethod:
     run_dir: Path | None
     ckpt_path: Path
     step: int | None = None
+    frozen: dict[str, Frozen] = dataclasses.field(default_factory=dict)
 
 
 def find_checkpoint(run_or_ckpt: str | Path) -> tuple[Path, Path | None]:
@@ -82,7 +86,9 @@ def load_method_from_run(
         method.load_state_dict(ckpt["method_state"])
     for net in nets.values():
         net.eval()
-    return LoadedMethod(method=method, nets=nets, run_dir=run_dir, ckpt_path=ckpt_path, step=ckpt.get("step"))
+    frozen = frozen_networks(method)
+    return LoadedMethod(method=method, nets=merge_nets(nets, frozen), run_dir=run_dir, ckpt_path=ckpt_path,
+                        step=ckpt.get("step"), frozen=frozen)
 
 
 def _load_foreign(state: Any, path: Path, *, method_name: str | None, config: Any) -> LoadedMethod:
@@ -106,7 +112,8 @@ def _load_foreign(state: Any, path: Path, *, method_name: str | None, config: An
         raise UserError(f"{path}: method {method_name!r} has several networks and no load_foreign_weights()")
     for net in nets.values():
         net.eval()
-    return LoadedMethod(method=method, nets=nets, run_dir=None, ckpt_path=path)
+    frozen = frozen_networks(method)
+    return LoadedMethod(method=method, nets=merge_nets(nets, frozen), run_dir=None, ckpt_path=path, frozen=frozen)
 
 
 def evaluate_run(
