@@ -1,4 +1,4 @@
-"""``python tests/toy_cli.py train toy ...``: the lowlabel CLI with the toy method registered (subprocess tests)."""
+"""``python tests/toy_cli.py train toy ...``: the lowlabel CLI with the toy methods registered (subprocess tests)."""
 
 from __future__ import annotations
 
@@ -15,4 +15,5 @@ from lowlabel.cli.main import main  # noqa: E402
 if __name__ == "__main__":
     torch.set_num_threads(1)
     lowlabel.methods.METHODS["toy"] = "tests.toy_method"
+    lowlabel.methods.METHODS["toy_gan"] = "tests.toy_gan"
     sys.exit(main())
