@@ -16,6 +16,7 @@ from typing import Any
 
 from torch import nn
 
+from lowlabel.engine.frozen import frozen_networks, merge_nets
 from lowlabel.engine.run import LoadedMethod
 from lowlabel.errors import UserError
 from lowlabel.models.weights import (
@@ -107,4 +108,6 @@ def from_pretrained(path: str | Path, *, method_name: str | None = None, config:
     load_nets(nets, load_weights(folder), source=folder / WEIGHTS)
     for net in nets.values():
         net.eval()
-    return LoadedMethod(method=method, nets=nets, run_dir=None, ckpt_path=folder / WEIGHTS)
+    frozen = frozen_networks(method)  # reloaded by the method from their own sources, never saved here
+    return LoadedMethod(method=method, nets=merge_nets(nets, frozen), run_dir=None, ckpt_path=folder / WEIGHTS,
+                        frozen=frozen)

@@ -72,6 +72,7 @@ from lowlabel.engine.sampler import ResumableSampler
 from lowlabel.engine.seeding import seed_everything
 from lowlabel.errors import NonFiniteLossError
 from lowlabel.methods.base import EvalResult, StepOutput, build_scheduler, optim_configs
+from lowlabel.models.modes import eval_mode
 from lowlabel.models.weights import load_nets
 
 
@@ -504,16 +505,9 @@ def evaluate_nets(method: Any, nets: Mapping[str, nn.Module], *, split: str, out
 
     ``nets`` are the trained networks plus the frozen ones (``frozen.merge_nets``), as ``evaluate`` takes them.
     """
-    modes = [(m, m.training) for net in nets.values() for m in net.modules()]
-    for net in nets.values():
-        net.eval()
-    try:
-        with torch.no_grad():
-            Path(out_dir).mkdir(parents=True, exist_ok=True)
-            result = method.evaluate(nets, split, Path(out_dir))
-    finally:
-        for module, training in modes:
-            module.training = training
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    with eval_mode(nets.values()):
+        result = method.evaluate(nets, split, Path(out_dir))
     return result
 
 

@@ -1,7 +1,8 @@
 """The methods, by CLI name.
 
 Each value names a module that exposes ``CONFIG`` (its config dataclass, which has a
-``trainer: TrainerConfig`` and an ``optim: OptimConfig`` field) and ``build(cfg) -> Method``
+``trainer: TrainerConfig`` field and an ``optim: OptimConfig`` field unless the method defines
+``optim_configs()``) and ``build(cfg) -> Method``
 (see :mod:`lowlabel.methods.base`). Modules are imported lazily so that ``lowlabel --help``
 stays fast. Add a method with one line here.
 """

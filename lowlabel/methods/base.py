@@ -27,7 +27,7 @@ calls the members of :class:`Method` in this order::
         # ordered phases:  out is an iterator of StepOutputs (a generator that yields); after each
         #                  yield the engine back-propagates that phase's losses and steps its optimizers
         #                  before resuming it, so a GAN's generator loss sees the updated discriminator
-        method.after_optimizer_step(wrapped, step)           # EMA / momentum / memory updates
+        method.after_optimizer_step({**wrapped, **frozen}, step)  # EMA / momentum / memory updates
         every trainer.eval_every steps (and at the end), on rank 0, in eval mode without gradients:
             result = method.evaluate({**unwrapped, **frozen}, split=trainer.eval_split, out_dir=run/eval/<split>)
 
@@ -211,7 +211,7 @@ class Method(Protocol):
 #   optim_configs() -> dict[str, OptimConfig]                 per-optimizer lr/betas/schedule/clipping;
 #                                                             default: config.optim for every optimizer
 #   collate: Callable[[list[Any]], Any]                       default: torch default_collate
-#   after_optimizer_step(nets, step) -> None                  default: nothing
+#   after_optimizer_step(nets, step) -> None                  nets as training_step gets them; default: nothing
 #   state_dict() / load_state_dict(d)                         plain, non-tensor state (a threshold found at
 #                                                             evaluation); default: nothing
 #   predict_batch(nets, images: list[Tensor]) -> list[...]    typed predictions in memory

@@ -133,3 +133,18 @@ def test_a_network_with_buffers_only_is_moved_and_checkpointed(tmp_path):
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     assert torch.equal(ckpt["nets"]["memory"]["bank"], torch.tensor([1.0, 2.0, 3.0]))
     assert set(ckpt["optimizers"]) == {"D", "G"} and torch.equal(memory.bank, torch.tensor([1.0, 2.0, 3.0]))
+
+
+def test_from_pretrained_adds_the_frozen_networks(tmp_path, monkeypatch):
+    from lowlabel.pretrained import from_pretrained, save_pretrained
+
+    monkeypatch.setitem(lowlabel.methods.METHODS, "toy_gan", "tests.toy_gan")
+    gan = train(gan_config(trainer={"max_steps": 2}), tmp_path / "run")
+    save_pretrained(gan, tmp_path / "export")
+    loaded = from_pretrained(tmp_path / "export")
+    assert sorted(loaded.nets) == ["D", "G", "features"] and list(loaded.frozen) == ["features"]
+    for name in ("D", "G"):  # the saved weights, not a fresh build
+        for key, value in gan.networks()[name].state_dict().items():
+            assert torch.equal(loaded.nets[name].state_dict()[key], value), (name, key)
+    features = loaded.nets["features"]
+    assert not features.training and not any(p.requires_grad for p in features.parameters())
