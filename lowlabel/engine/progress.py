@@ -59,7 +59,7 @@ class TrainProgress:
     def print(self, message: str) -> None:
         """A line above the bar (plain stdout when the bar is off but output is wanted)."""
         if self._progress is not None:
-            self._progress.console.print(message)
+            self._progress.console.print(message, markup=False, highlight=False)  # "[val]" stays text
         elif not self.quiet:
             print(message, flush=True)
 
