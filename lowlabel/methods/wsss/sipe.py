@@ -20,8 +20,11 @@ Choices about the official code (``chenqi1126/SIPE``), made deliberately:
   (no exponent). We default to alpha = 1 (the published numbers come from it) and expose ``sipe.bg_alpha``.
 * **Seeding features.** Training seeds use x4 (the last stage), inference seeds use the hierarchical
   features, as the official ``Net``/``CAM`` classes do; ``sipe.train_seed_features`` switches training.
-* **Absent classes at inference.** The official ``CAM.forward`` lets absent classes win the seed argmax
-  (such pixels then get no seed); we zero absent classes' maps before seeding, as training does.
+* **Absent classes at inference.** The official ``CAM.forward`` seeds with every class's map: absent classes
+  may win the seed argmax (those pixels then feed no kept prototype), and only {background} + the image's
+  classes are kept afterwards. By default we zero absent classes' maps before seeding, as training does
+  (``sipe.seed_classes: labels``); ``sipe.seed_classes: all`` is the official behaviour. Measured on
+  ShapesWorld in ``benchmarks/README.md`` (SIPE: which classes compete for seeds).
 * **Structure affinity.** The official code materialises B x K1 x N x N; we compute ``S @ M^T`` in row chunks,
   O(B x chunk x N) memory, with identical values (``benchmarks/sipe_step.py``).
 
@@ -63,10 +66,15 @@ class SIPEParams:
     bg_iou_weight: float = 0.5  # official get_seed: miou[:, 0] *= 0.5
     gsc_weight: float = 1.0  # L = L_cls + gsc_weight * L_GSC (equal weights in the paper)
     chunk_size: int = 1024  # rows of the N x N structure map computed at once
+    # inference: which classes' maps compete for seeds; "labels" = background + the image's classes (as in
+    # training), "all" = every class, absent ones dropped after the prototypes (official make_cam.py)
+    seed_classes: str = "labels"
 
     def __post_init__(self) -> None:
         if self.train_seed_features not in ("x4", "hierarchical"):
             raise ValueError(f"sipe.train_seed_features must be x4 or hierarchical, got {self.train_seed_features!r}")
+        if self.seed_classes not in ("labels", "all"):
+            raise ValueError(f"sipe.seed_classes must be labels or all, got {self.seed_classes!r}")
         if self.bg_alpha <= 0 or self.chunk_size < 1:
             raise ValueError("sipe.bg_alpha must be > 0 and sipe.chunk_size >= 1")
 
@@ -160,10 +168,11 @@ class SIPE:
         """Multi-scale + flip IS-CAM for one image: ((K1, H, W) scores, absent classes 0; (C, h, w) features)."""
         cfg, p = self.config.infer, self.config.sipe
         lab1 = torch.cat([labels.new_ones(1), labels]).view(1, -1, 1, 1)  # (1, K1, 1, 1)
+        seeding = lab1 if p.seed_classes == "labels" else torch.ones_like(lab1)
 
         def maps(out: CAMOutput) -> tuple[Tensor, Tensor]:
             feats = out.hier if p.use_hierarchical else out.x4
-            return sipe_maps(out, lab1, p, seed_features=out.hier)["is_cam"], feats
+            return sipe_maps(out, seeding, p, seed_features=out.hier)["is_cam"], feats
 
         scores, feats = common.multiscale_maps(model, image, scales=cfg.scales, flip=cfg.flip, maps=maps, eps=L.EPS)
         return scores * lab1[0], feats

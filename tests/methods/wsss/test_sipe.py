@@ -11,6 +11,7 @@ import torch
 from lowlabel.errors import DataError
 from lowlabel.methods.base import TrainerConfig
 from lowlabel.methods.wsss import common, inference, sipe
+from lowlabel.models.seg_nets import CAMOutput
 
 from .voc_fake import write_fake_voc
 
@@ -174,3 +175,39 @@ def test_crf_refinement_is_optional_and_named_when_missing() -> None:
 def test_resnet_small_width_is_configurable() -> None:
     cfg = common.ModelConfig(backbone="resnet_small", width=8, frozen_bn=False, freeze_stem=False, detach_stage=0)
     assert common.build_cam_net(cfg, 3, side_features=False).backbone.num_features == 64  # 8 * width
+
+
+class _FixedOutput(torch.nn.Module):
+    """A 'network' whose output is fixed: two feature clusters (pixels 0-1 and 2-3 of a 1 x 4 map), class 1's
+    CAM on the first and class 2's on the second, the other classes' CAMs 0."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> CAMOutput:
+        feats = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]]).view(1, 2, 1, 4)
+        cam = torch.zeros(1, self.num_classes, 1, 4)
+        cam[:, :2] = 4.0 * feats  # raw CAM of classes 1 and 2 (normalised to 0/1)
+        return CAMOutput(cam=cam, x4=feats, hier=feats)
+
+
+@pytest.mark.parametrize("seed_classes", ["labels", "all"])
+def test_seed_classes_decides_whether_absent_classes_compete_for_seeds(tmp_path: Path, seed_classes: str) -> None:
+    """Only class 1 is present. With ``labels`` the absent class's map is zeroed before seeding, so its pixels
+    (2, 3) are seeded background and IS-CAM's background channel covers them. With ``all`` (official make_cam)
+    class 2 wins them; the background prototype has no seed pixel, so every kept channel is 0 there."""
+    method = sipe.build(small_config(write_fake_voc(tmp_path / "voc"), seed_classes=seed_classes))
+    method.config.infer.scales, method.config.infer.flip = (1.0,), False
+    labels = torch.zeros(method.num_classes)
+    labels[0] = 1.0  # class 1 (index 1 of the K1 maps) present, class 2 absent
+    scores, _ = method.score_maps(_FixedOutput(method.num_classes), torch.zeros(3, 1, 4), labels)
+    expected_bg = [0.0, 0.0, 1.0, 1.0] if seed_classes == "labels" else [0.0, 0.0, 0.0, 0.0]
+    torch.testing.assert_close(scores[0, 0], torch.tensor(expected_bg), atol=1e-4, rtol=0)
+    torch.testing.assert_close(scores[1, 0], torch.tensor([1.0, 1.0, 0.0, 0.0]), atol=1e-4, rtol=0)
+    assert float(scores[2:].abs().max()) == 0.0  # absent classes never kept
+
+
+def test_seed_classes_other_value_is_an_error() -> None:
+    with pytest.raises(ValueError, match="sipe.seed_classes must be labels or all"):
+        sipe.SIPEParams(seed_classes="present")
