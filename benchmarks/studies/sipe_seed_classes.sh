@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# SIPE from scratch on ShapesWorld `full`: which classes compete for the inference seeds. Trains SIPE with the
+# committed synth-full config for each seed (scored on `train`, the 1,000 voc/ images with masks), then evaluates
+# the same checkpoint again with the official make_cam behaviour (--sipe.seed_classes all) and prints one table.
+# About 30 minutes per seed on one core. Finished steps are skipped; a killed training resumes.
+# Usage: bash benchmarks/studies/sipe_seed_classes.sh [OUT=runs/sipe-seed-classes] [SEEDS="0 1 2"]
+set -euo pipefail
+out=${1:-runs/sipe-seed-classes}
+seeds=${2:-0 1 2}
+ll=${LOWLABEL:-.venv/bin/lowlabel}
+export OMP_NUM_THREADS=1
+mkdir -p "$out"
+for s in $seeds; do
+  dir="$out/sipe-s$s"
+  if [ ! -f "$dir/DONE" ]; then
+    "$ll" train sipe --config configs/sipe/synth-full.yaml --seed "$s" --run-dir "$dir" --resume auto --no-progress \
+      --trainer.eval_split train
+    touch "$dir/DONE"
+  fi
+  if [ ! -f "$dir/seed-classes-all/metrics.json" ]; then
+    sed 's/^  seed_classes: labels$/  seed_classes: all/' "$dir/config.yaml" > "$dir/config-seed-classes-all.yaml"
+    grep -q "^  seed_classes: all$" "$dir/config-seed-classes-all.yaml"
+    "$ll" evaluate sipe --ckpt "$dir" --split train --method-config "$dir/config-seed-classes-all.yaml" \
+      --out "$dir/seed-classes-all"
+  fi
+done
+"${PYTHON:-.venv/bin/python}" - "$out" $seeds <<'PY'
+import json, statistics, sys
+from pathlib import Path
+out, seeds = Path(sys.argv[1]), sys.argv[2:]
+rows = {"labels (ours, default)": [], "all (official make_cam)": []}
+for s in seeds:
+    d = out / f"sipe-s{s}"
+    rows["labels (ours, default)"].append(json.loads((d / "metrics.json").read_text()))
+    rows["all (official make_cam)"].append(json.loads((d / "seed-classes-all" / "metrics.json").read_text()))
+keys = [k for k in rows["labels (ours, default)"][0] if "miou" in k.lower() or "corloc" in k.lower()]
+print(f"| sipe.seed_classes (seeds {', '.join(seeds)}) | " + " | ".join(keys) + " |")
+print("|---|" + "---|" * len(keys))
+for name, ms in rows.items():
+    cells = []
+    for k in keys:
+        vals = [m[k] for m in ms]
+        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        cells.append(f"{statistics.mean(vals):.1f} ± {sd:.1f} ({' / '.join(f'{v:.1f}' for v in vals)})")
+    print(f"| {name} | " + " | ".join(cells) + " |")
+PY
