@@ -17,7 +17,8 @@ from pathlib import Path
 
 from lowlabel.errors import DataError, UserError
 
-KINDS = ("wsol", "voc", "davis", "coco", "domains")
+KINDS = ("wsol", "voc", "davis", "coco", "domains", "pretrain")
+ON_DEMAND = ("pretrain",)  # added to a cached ShapesWorld folder the first time a run asks for it
 
 
 def cache_dir() -> Path:
@@ -49,13 +50,17 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _cache_ok(folder: Path, kind: str) -> bool:
+    """``folder`` is a current ShapesWorld output whose manifest lists ``kind`` and whose ``kind`` files match it."""
     from lowlabel.data.synth import GENERATOR_VERSION
     from lowlabel.data.synth.manifest import load_manifest, verify_manifest
 
     if not (folder / "manifest.json").is_file():
         return False
     try:
-        if load_manifest(folder).get("version") != GENERATOR_VERSION:
+        manifest = load_manifest(folder)
+        if manifest.get("version") != GENERATOR_VERSION:
+            return False
+        if not any(rel.startswith(kind + "/") for rel in manifest.get("files", {})):
             return False
         return not verify_manifest(folder, kind=kind)
     except DataError:
@@ -63,9 +68,14 @@ def _cache_ok(folder: Path, kind: str) -> bool:
 
 
 def ensure_synth(preset: str, seed: int, kind: str | None = None) -> Path:
-    """The cached ShapesWorld folder of ``preset``/``seed``, generated (all five kinds) when missing or stale."""
+    """The cached ShapesWorld folder of ``preset``/``seed``.
+
+    It is generated when missing or stale with every kind except the on-demand ones (``pretrain``); an
+    on-demand kind is added to the folder the first time it is asked for, leaving the other folders as they are.
+    """
     from lowlabel.data.synth import generate
     from lowlabel.data.synth.config import get_preset
+    from lowlabel.data.synth.manifest import build_manifest
 
     get_preset(preset)  # validates the name
     base = cache_dir() / "shapesworld"
@@ -78,8 +88,18 @@ def ensure_synth(preset: str, seed: int, kind: str | None = None) -> Path:
             return folder
         tmp = base / f".{folder.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
+        if check_kind in ON_DEMAND and _cache_ok(folder, "wsol"):
+            print(f"lowlabel: adding ShapesWorld {check_kind}/ ({preset}, seed {seed}) to {folder} ...",
+                  file=sys.stderr)
+            manifest = generate(tmp, preset=preset, seed=seed, kinds=[check_kind])
+            shutil.rmtree(folder / check_kind, ignore_errors=True)
+            os.rename(tmp / check_kind, folder / check_kind)
+            shutil.rmtree(tmp, ignore_errors=True)
+            build_manifest(folder, version=manifest["version"], preset=preset, seed=seed)
+            return folder
+        kinds = [k for k in KINDS if k not in ON_DEMAND or k == check_kind]
         print(f"lowlabel: generating ShapesWorld {preset} (seed {seed}) into {folder} ...", file=sys.stderr)
-        generate(tmp, preset=preset, seed=seed)
+        generate(tmp, preset=preset, seed=seed, kinds=kinds)
         if folder.exists():
             stale = base / f".{folder.name}.stale-{os.getpid()}"
             os.rename(folder, stale)
@@ -93,7 +113,7 @@ def resolve_root(root: str | os.PathLike, kind: str) -> Path:
 
     Args:
         root: a real path, or ``synth:<preset>`` / ``synth:<preset>:<seed>`` (ShapesWorld, cached).
-        kind: one of ``wsol``, ``voc``, ``davis``, ``coco``, ``domains``.
+        kind: one of ``wsol``, ``voc``, ``davis``, ``coco``, ``domains``, ``pretrain``.
 
     Returns:
         ``<cache>/shapesworld/<preset>-seed<seed>/<kind>`` for ShapesWorld. For a path: the path itself,
@@ -113,4 +133,4 @@ def resolve_root(root: str | os.PathLike, kind: str) -> Path:
     return path
 
 
-__all__ = ["KINDS", "cache_dir", "ensure_synth", "parse_synth", "resolve_root"]
+__all__ = ["KINDS", "ON_DEMAND", "cache_dir", "ensure_synth", "parse_synth", "resolve_root"]

@@ -18,6 +18,7 @@ METHODS: dict[str, str] = {
     "mlcam": "lowlabel.methods.wsss.mlcam",
     "sipe": "lowlabel.methods.wsss.sipe",
     "seg": "lowlabel.methods.wsss.seg",
+    "classify": "lowlabel.methods.classification.classify",
 }
 
 # One line per method for `lowlabel train --help` (kept here so that --help imports no method).
@@ -27,6 +28,7 @@ SUMMARIES: dict[str, str] = {
     "mlcam": "multi-label CAM (WSSS baseline): seeds at the best background threshold",
     "sipe": "SIPE (CVPR'22): image-specific prototypes, IS-CAM seeds and pseudo masks",
     "seg": "segmentation stage: DeepLabV3 trained on a folder of pseudo masks",
+    "classify": "image classification on an ImageNet-layout folder: the pretrained backbones (synth:pretrain)",
 }
 
 

@@ -32,7 +32,7 @@ from torch import nn
 from torchvision.models import inception_v3, resnet50, vgg16
 from torchvision.models.resnet import BasicBlock
 
-from lowlabel.models.weights import load_lowlabel_body, load_torchvision_weights
+from lowlabel.models.weights import load_lowlabel_body, load_torchvision_weights, resolve_pretrained
 
 BACKBONES = ("resnet50", "vgg16", "inception_v3", "resnet_small")
 
@@ -86,6 +86,7 @@ def build_backbone(*, name: str, pretrained: str = "", large_feature_map: bool =
             Mixed_6a stride 1. Ignored by the others.
         width: ``resnet_small`` only: channels of its first stage (then x2, x4, x8; D = 8 * width).
     """
+    pretrained = resolve_pretrained(pretrained, arch=name, width=width if name == "resnet_small" else None)
     if name == "resnet50":
         return _resnet50(pretrained, large_feature_map)
     if name == "vgg16":

@@ -13,7 +13,7 @@ from typing import Literal
 import torchvision
 from torch import Tensor, nn
 
-from lowlabel.models.weights import load_torchvision_weights
+from lowlabel.models.weights import load_torchvision_weights, resolve_pretrained
 
 Arch = Literal["resnet18", "resnet34", "resnet50", "resnet101"]
 STAGE_CHANNELS: dict[str, tuple[int, int, int, int]] = {
@@ -65,7 +65,7 @@ class StagedResNet(nn.Module):
         if pretrained == "torchvision":
             net.load_state_dict(torchvision.models.get_model_weights(arch).DEFAULT.get_state_dict(progress=False))
         elif pretrained:
-            load_torchvision_weights(net, pretrained)
+            load_torchvision_weights(net, resolve_pretrained(pretrained, arch=arch))
         if output_stride == 16:
             _remove_last_stride(net.layer4)
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)

@@ -19,7 +19,7 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
 from lowlabel.losses.sipe import EPS
 from lowlabel.models.backbones import build_backbone
 from lowlabel.models.resnet_os16 import StagedResNet
-from lowlabel.models.weights import load_torchvision_weights
+from lowlabel.models.weights import load_torchvision_weights, resolve_pretrained
 
 SEG_ARCHS = ("deeplabv3_small", "deeplabv3_resnet50", "deeplabv3_resnet101")
 
@@ -164,7 +164,7 @@ class SegNet(nn.Module):
             self.net = getattr(tvseg, arch)(weights=None, weights_backbone=weights, num_classes=num_classes,
                                             aux_loss=False)
             if pretrained_backbone and pretrained_backbone != "torchvision":
-                load_torchvision_weights(self.net.backbone, pretrained_backbone)
+                load_torchvision_weights(self.net.backbone, resolve_pretrained(pretrained_backbone, arch=resnet))
 
     def new_parameters(self) -> list[nn.Parameter]:
         return list(self.net.classifier.parameters())

@@ -235,6 +235,10 @@ def load_torchvision_weights(model: nn.Module, path: str) -> None:
             or unexpected; a tensor has the wrong shape. One line, naming the file.
     """
     file = Path(path)
+    if file.is_dir() or file.suffix == ".ckpt":  # a lowlabel run (classify on a torchvision ResNet) or checkpoint
+        state = _single_network(read_weights(file), file)
+        _load_torchvision_state(model, state, file)
+        return
     if not file.is_file():
         raise FileNotFoundError(f"pretrained weights not found: {file}")
     try:
@@ -250,6 +254,21 @@ def load_torchvision_weights(model: nn.Module, path: str) -> None:
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{file}: not a state dict (a mapping of parameter names to tensors)")
+    _load_torchvision_state(model, state, file)
+
+
+def _single_network(weights: Weights, source: Path) -> dict[str, torch.Tensor]:
+    """The state dict of the one network (or the one called ``model``) in ``weights``."""
+    nets = weights.nets
+    if len(nets) == 1:
+        return dict(next(iter(nets.values())))
+    if "model" in nets:
+        return dict(nets["model"])
+    raise ValueError(f"{source}: holds networks {sorted(nets)}; expected one backbone network")
+
+
+def _load_torchvision_state(model: nn.Module, state: Mapping[str, torch.Tensor], file: Path) -> None:
+    """Load a torchvision-layout ``state`` into ``model`` (classifier keys ignored); one-line errors naming ``file``."""
     classifier = ("fc.", "classifier.", "AuxLogits.")
     state = {k: v for k, v in state.items() if not k.startswith(classifier)}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(classifier)}
@@ -264,6 +283,50 @@ def load_torchvision_weights(model: nn.Module, path: str) -> None:
         if value.shape != own[key].shape:
             raise ValueError(f"{file}: {key} has shape {tuple(value.shape)}, the model expects {tuple(own[key].shape)}")
     model.load_state_dict(state, strict=False)
+
+
+SYNTH_PRETRAIN = "synth:pretrain"
+PRETRAIN_ARCHS = ("resnet_small", "resnet18", "resnet34", "resnet50")  # what `lowlabel train classify` trains
+
+
+def pretrain_cache_dir(preset: str, seed: int, arch: str, width: int | None = None) -> Path:
+    """Where the ``classify`` run on ShapesWorld ``pretrain/`` of ``preset``/``seed`` lives for one backbone."""
+    from lowlabel.data import cache_dir
+
+    name = f"{arch}-w{width}" if arch == "resnet_small" else arch
+    return cache_dir() / "pretrained" / f"shapesworld-{preset}-seed{seed}" / name
+
+
+def resolve_pretrained(spec: str, *, arch: str, width: int | None = None) -> str:
+    """The weights a ``pretrained`` config value names: ``synth:pretrain[:<preset>[:<seed>]]`` becomes the cached
+    ``classify`` run on ShapesWorld ``pretrain/`` (default ``full``, seed 0) for backbone ``arch`` (and ``width``);
+    any other value is returned as it is.
+
+    Raises:
+        UserError: the cached run does not exist. The message names the one command that makes it.
+    """
+    if not spec.startswith(SYNTH_PRETRAIN):
+        return spec
+    parts = spec.split(":")
+    if parts[:2] != ["synth", "pretrain"] or len(parts) > 4:
+        raise UserError(f"pretrained {spec!r}: expected synth:pretrain, synth:pretrain:<preset> or "
+                        f"synth:pretrain:<preset>:<seed>")
+    if arch not in PRETRAIN_ARCHS:
+        raise UserError(f"pretrained {spec}: ShapesWorld pretraining exists for {', '.join(PRETRAIN_ARCHS)}, "
+                        f"not {arch}")
+    preset = parts[2] if len(parts) > 2 else "full"
+    try:
+        seed = int(parts[3]) if len(parts) > 3 else 0
+    except ValueError:
+        raise UserError(f"pretrained {spec!r}: seed {parts[3]!r} is not an integer") from None
+    folder = pretrain_cache_dir(preset, seed, arch, width)
+    if any((folder / "checkpoints" / name).is_file() for name in RUN_CHECKPOINTS):
+        return str(folder)
+    width_arg = f" --model.width {width}" if arch == "resnet_small" else ""
+    raise UserError(f"pretrained {spec}: no {arch}{f' width {width}' if width_arg else ''} backbone pretrained on "
+                    f"ShapesWorld {preset} pretrain/ yet; make it once (about 30 CPU-minutes at full) with: "
+                    f"lowlabel train classify --data.root synth:{preset}:{seed} --model.backbone {arch}{width_arg} "
+                    f"--run-dir {folder}")
 
 
 def load_lowlabel_body(model: nn.Module, path: str | Path) -> None:

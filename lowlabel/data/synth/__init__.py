@@ -1,6 +1,6 @@
 """ShapesWorld: a procedural, seeded benchmark written to disk in the real datasets' formats.
 
-``generate(out, preset=..., seed=...)`` writes ``out/{wsol,voc,davis,coco,domains}/`` and
+``generate(out, preset=..., seed=...)`` writes ``out/{wsol,voc,davis,coco,domains,pretrain}/`` and
 ``out/manifest.json``. Every item draws from its own ``numpy.random.default_rng([seed, task, ...])``, so
 the files do not depend on the number of worker processes, and the same seed gives the same bytes.
 """
@@ -19,16 +19,18 @@ from lowlabel.data.synth.parallel import default_workers
 from lowlabel.errors import UserError
 
 GENERATOR_VERSION = "1.5"
-KINDS: tuple[str, ...] = ("wsol", "voc", "davis", "coco", "domains")
+KINDS: tuple[str, ...] = ("wsol", "voc", "davis", "coco", "domains", "pretrain")
 
 
 def _task_fns() -> dict[str, Callable[[Preset, Path, int, int], None]]:
+    from lowlabel.data.synth.pretrain_task import generate_pretrain
     from lowlabel.data.synth.voc_task import generate_voc
     from lowlabel.data.synth.wsol_task import generate_wsol
 
     fns: dict[str, Callable[[Preset, Path, int, int], None]] = {
         "wsol": lambda p, o, s, w: generate_wsol(p.wsol, o, s, w),
         "voc": lambda p, o, s, w: generate_voc(p.voc, o, s, w),
+        "pretrain": lambda p, o, s, w: generate_pretrain(p.pretrain, o, s, w),
     }
     try:
         from lowlabel.data.synth.coco_task import generate_coco

@@ -175,6 +175,32 @@ class DomainsConfig:
 
 
 @dataclass(frozen=True)
+class PretrainConfig:
+    """``pretrain/``: the ImageNet stand-in, single-object classification in the ImageNet folder layout.
+
+    A category is a whole-object combination of outline family x body texture x colour range
+    (:mod:`lowlabel.data.synth.pretrain_task`); nothing small or local tells categories apart, and no
+    category has a marking.
+
+    Attributes:
+        train_per_class / val_per_class: images per category and split.
+        image_size: (min, max) side length in pixels; height and width are drawn independently.
+        object_scale: (min, max) object extent as a fraction of the shorter side.
+        distractors: (min, max) unlabelled clutter shapes (smaller than the object, no category texture).
+        occlusion_prob: probability that a distractor is drawn in front of the object.
+        deform: maximum amplitude of the random outline deformation.
+    """
+
+    train_per_class: int = 200
+    val_per_class: int = 50
+    image_size: tuple[int, int] = (72, 88)
+    object_scale: tuple[float, float] = (0.45, 0.95)
+    distractors: tuple[int, int] = (0, 2)
+    occlusion_prob: float = 0.25
+    deform: float = 0.12
+
+
+@dataclass(frozen=True)
 class Preset:
     """All task configs of one preset."""
 
@@ -183,6 +209,7 @@ class Preset:
     davis: DAVISConfig = field(default_factory=DAVISConfig)
     coco: COCOConfig = field(default_factory=COCOConfig)
     domains: DomainsConfig = field(default_factory=DomainsConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
 
 
 def _quick() -> Preset:
@@ -192,6 +219,7 @@ def _quick() -> Preset:
         davis=DAVISConfig(num_train_seqs=3, num_val_seqs=3, num_frames=10, num_clips=6, clip_frames=12),
         coco=COCOConfig(num_train=120, num_val=40),
         domains=DomainsConfig(num_train_a=80, num_train_b=80, num_test_a=20, num_test_b=40),
+        pretrain=PretrainConfig(train_per_class=8, val_per_class=2),
     )
 
 
@@ -202,6 +230,7 @@ def _tiny() -> Preset:
         davis=DAVISConfig(num_train_seqs=2, num_val_seqs=2, num_frames=6, num_clips=2, clip_frames=8),
         coco=COCOConfig(num_train=16, num_val=10),
         domains=DomainsConfig(num_train_a=10, num_train_b=10, num_test_a=6, num_test_b=8),
+        pretrain=PretrainConfig(train_per_class=2, val_per_class=1),
     )
 
 
@@ -222,6 +251,7 @@ __all__ = [
     "ObjectStyle",
     "PRESETS",
     "Preset",
+    "PretrainConfig",
     "SceneStyle",
     "VOCConfig",
     "WSOLConfig",

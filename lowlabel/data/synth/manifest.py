@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 from lowlabel.data.io import file_sha256
@@ -28,7 +29,9 @@ def build_manifest(root: Path, *, version: str, preset: str, seed: int) -> dict:
         "digest": digest,
         "files": files,
     }
-    (root / MANIFEST).write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+    tmp = root / f".{MANIFEST}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, root / MANIFEST)  # readers never see half a manifest
     return manifest
 
 

@@ -73,6 +73,17 @@ def shape_field(shape: str, lx: Array, ly: Array, deform: tuple[float, float, fl
         f = rho / (0.72 + 0.28 * np.cos(5 * theta))
     elif shape == "blob":
         f = rho / (1.0 + 0.18 * np.cos(2 * theta + 0.7) + 0.12 * np.cos(3 * theta + 2.1))
+    # outlines used only by pretrain/ (the shapes above are the other folders', unchanged)
+    elif shape == "hexagon":  # regular, flat sides across lx
+        f = np.maximum.reduce([np.abs(lx * np.cos(a) + ly * np.sin(a)) for a in (0.0, np.pi / 3, 2 * np.pi / 3)])
+        f = f / np.cos(np.pi / 6)
+    elif shape == "cross":  # two bars of half-width 0.35
+        f = np.minimum(np.maximum(np.abs(lx), np.abs(ly) / 0.35), np.maximum(np.abs(lx) / 0.35, np.abs(ly)))
+    elif shape == "crescent":  # the unit disc minus a disc of radius 0.75 centred at (0.45, 0)
+        bite = np.sqrt((lx - 0.45) ** 2 + ly * ly)
+        f = np.maximum(rho, 0.75 / np.maximum(bite, 1e-6))
+    elif shape == "ring":  # annulus 0.5 <= rho <= 1
+        f = np.maximum(rho, 0.5 / np.maximum(rho, 1e-6))
     else:
         raise ValueError(f"unknown shape {shape!r}")
     a2, p2, a3, p3 = deform
@@ -111,6 +122,18 @@ def texture_field(tex: dict, lx: Array, ly: Array) -> Array:
     if kind == "speckle":
         f = tex["freq"]
         return np.sin(f * 7.1 * lx + tex["phase"]) * np.sin(f * 5.3 * ly + 1.3 * tex["phase"])
+    # kinds used only by pretrain/'s category textures
+    if kind == "checker":
+        a, f = tex["angle"], tex["freq"]
+        u = 2 * np.pi * f * (lx * np.cos(a) + ly * np.sin(a)) + tex["phase"]
+        v = 2 * np.pi * f * (-lx * np.sin(a) + ly * np.cos(a))
+        return np.sign(np.sin(u) * np.sin(v))
+    if kind == "dots":
+        a, f = tex["angle"], tex["freq"]
+        u = f * (lx * np.cos(a) + ly * np.sin(a)) + tex["phase"]
+        v = f * (-lx * np.sin(a) + ly * np.cos(a))
+        fu, fv = u - np.round(u), v - np.round(v)
+        return np.where(fu * fu + fv * fv < 0.08, 1.0, -0.35)
     # blotch: a sum of three random low-frequency waves
     out = np.zeros_like(lx)
     for a, f, p in tex["waves"]:

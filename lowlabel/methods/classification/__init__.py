@@ -1,0 +1,1 @@
+"""Supervised image classification (the pretraining that the methods start from)."""
