@@ -120,6 +120,21 @@ class Localization:
 
 
 @dataclass
+class Classification:
+    """One image's class prediction (``classify``).
+
+    Attributes:
+        label: the predicted class index.
+        score: its softmax probability.
+        probs: (K,) float32 softmax probabilities of every class.
+    """
+
+    label: int
+    score: float
+    probs: torch.Tensor
+
+
+@dataclass
 class Segmentation:
     """One image's semantic segmentation (``mlcam``, ``sipe``: pseudo masks; ``seg``: a network's prediction).
 

@@ -18,7 +18,7 @@ from torchvision.models.segmentation.deeplabv3 import DeepLabHead, DeepLabV3
 
 from lowlabel.losses.sipe import EPS
 from lowlabel.models.backbones import build_backbone
-from lowlabel.models.resnet_os16 import StagedResNet
+from lowlabel.models.resnet_os16 import FixedBatchNorm2d, StagedResNet
 from lowlabel.models.weights import load_torchvision_weights, resolve_pretrained
 
 SEG_ARCHS = ("deeplabv3_small", "deeplabv3_resnet50", "deeplabv3_resnet101")
@@ -118,13 +118,30 @@ def build_staged_backbone(name: str, *, pretrained: str = "", frozen_bn: bool = 
             or a :mod:`lowlabel.models.backbones` name (``resnet_small``: the stride-8 ShapesWorld net).
         pretrained: see :class:`~lowlabel.models.resnet_os16.StagedResNet` and
             :func:`~lowlabel.models.backbones.build_backbone`.
-        frozen_bn, freeze_stem: ``_os16`` ResNets only: IRN's fixed BatchNorm and frozen conv1/bn1.
+        frozen_bn, freeze_stem: IRN's fixed BatchNorm (running statistics of the pretrained weights) and a
+            frozen stem (conv1/bn1; ``resnet_small``: its conv stem).
         width: ``resnet_small`` only: first-stage channels.
     """
     if name.endswith("_os16"):
         return StagedResNet(arch=name[: -len("_os16")], output_stride=16, frozen_bn=frozen_bn, pretrained=pretrained,
                             freeze_stem=freeze_stem)
-    return build_backbone(name=name, pretrained=pretrained, width=width)
+    net = build_backbone(name=name, pretrained=pretrained, width=width)
+    if frozen_bn:  # as the _os16 ResNets: the pretrained statistics, affine parameters still trained
+        _fix_batchnorm(net.body)
+    if freeze_stem:
+        net.body[0].requires_grad_(False)
+    return net
+
+
+def _fix_batchnorm(module: nn.Module) -> None:
+    """Replace every ``BatchNorm2d`` under ``module`` by a :class:`FixedBatchNorm2d` holding the same state."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, FixedBatchNorm2d):
+            fixed = FixedBatchNorm2d(child.num_features, eps=child.eps, momentum=child.momentum)
+            fixed.load_state_dict(child.state_dict())
+            setattr(module, name, fixed)
+        else:
+            _fix_batchnorm(child)
 
 
 class _FeatureDict(nn.Module):

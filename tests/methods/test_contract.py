@@ -30,7 +30,7 @@ from lowlabel.engine.checkpoint import load_checkpoint
 from lowlabel.engine.config import load_config_file
 from lowlabel.methods import METHODS, method_module
 from lowlabel.models.weights import CHECKPOINT_FORMAT
-from lowlabel.structures import Localization, Segmentation
+from lowlabel.structures import Classification, Localization, Segmentation
 from tests.methods.wsol.wsol_fake import write_wsol
 from tests.methods.wsss.wsss_configs import fake_root_for
 
@@ -80,7 +80,27 @@ def prepare_seg(cfg: Any, tmp: Path) -> Any:
     return cfg
 
 
+def prepare_classify(cfg: Any, tmp: Path) -> Any:
+    """An ImageNet-layout folder: three classes of noise images, two per class and split."""
+    from PIL import Image
+
+    gen = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for name in ("a", "b", "c"):
+            (tmp / "inet" / split / name).mkdir(parents=True)
+            for i in range(2):
+                pixels = torch.randint(0, 256, (20, 24, 3), dtype=torch.uint8, generator=gen).numpy()
+                Image.fromarray(pixels).save(tmp / "inet" / split / name / f"{i}.jpg")
+    # torchvision ResNets end at stride 32: 64 px keeps BatchNorm's last maps at 2 x 2 (1 x 1 with a batch of 2
+    # normalises two values and one SGD step can overflow)
+    crop = 16 if cfg.model.backbone == "resnet_small" else 64
+    cfg.data = dataclasses.replace(cfg.data, root=str(tmp / "inet"), crop=crop)
+    cfg.model = dataclasses.replace(cfg.model, pretrained="")
+    return cfg
+
+
 PREPARERS: dict[str, Callable[[Any, Path], Any]] = {
+    "lowlabel.methods.classification.": prepare_classify,
     "lowlabel.methods.wsol.": prepare_wsol,
     "lowlabel.methods.wsss.seg": prepare_seg,
     "lowlabel.methods.wsss.": prepare_wsss,
@@ -133,6 +153,9 @@ def check_prediction(prediction: Any, image: torch.Tensor) -> None:
         assert prediction.boxes.ndim == 2 and prediction.boxes.shape[1] == 4 and 0 <= prediction.score <= 1
     elif isinstance(prediction, Segmentation):
         assert prediction.mask.shape == (h, w) and prediction.mask.dtype == torch.uint8
+    elif isinstance(prediction, Classification):
+        assert prediction.probs.ndim == 1 and 0 <= prediction.label < len(prediction.probs)
+        assert abs(float(prediction.probs.sum()) - 1) < 1e-5 and prediction.score == float(prediction.probs.max())
     else:
         pytest.fail(f"predict_batch returned {type(prediction).__name__}, not a lowlabel.structures type")
 

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from lowlabel.data.imagenet import ImageFolderIndex, index_split
@@ -39,6 +40,7 @@ from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerCo
 from lowlabel.methods.predict import predict_files
 from lowlabel.models.backbones import build_backbone
 from lowlabel.models.weights import resolve_pretrained
+from lowlabel.structures import Classification
 
 TORCHVISION_ARCHS = ("resnet18", "resnet34", "resnet50")
 BACKBONES = ("resnet_small", *TORCHVISION_ARCHS)
@@ -211,24 +213,25 @@ class Classify:
         return EvalResult(metrics=metrics, per_class={"top1": per_class}, monitor="top1")
 
     @torch.no_grad()
-    def predict_batch(self, nets: Mapping[str, nn.Module], images: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
-        """For each uint8 ``(3, H, W)`` image: ``{"label", "name", "score", "top": [(name, prob), ...]}``."""
+    def predict_batch(self, nets: Mapping[str, nn.Module], images: Sequence[torch.Tensor]) -> list[Classification]:
+        """One :class:`~lowlabel.structures.Classification` per uint8 ``(3, H, W)`` image (nets in eval mode)."""
         model = nets["model"]
         device = next(model.parameters()).device
         transform = eval_transform(self.config.data)
-        x = torch.stack([transform(to_image(img.permute(1, 2, 0).numpy())) for img in images]).to(device)
+        x = torch.stack([transform(tv_tensors.Image(torch.as_tensor(img))) for img in images]).to(device)
         probs = model(x).float().softmax(1).cpu()
-        out = []
-        for p in probs:
-            top = p.topk(min(self.config.top_k, len(p)))
-            ranked = [(self.names[i], float(v)) for v, i in zip(top.values.tolist(), top.indices.tolist())]
-            out.append({"label": int(top.indices[0]), "name": ranked[0][0], "score": ranked[0][1], "top": ranked})
-        return out
+        return [Classification(label=int(p.argmax()), score=float(p.max()), probs=p) for p in probs]
 
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
-        """``predictions.json``: the top classes of every image in ``inputs``."""
-        rows = predict_files(self.predict_batch, nets, Path(inputs), Path(out),
-                             lambda _out, path, stem, _img, pred: {"image": str(path), **pred})
+        """``predictions.json``: the top-k classes (names and probabilities) of every image in ``inputs``."""
+        k = self.config.top_k
+
+        def row(_out: Path, path: Path, _stem: str, _image: Any, pred: Classification) -> dict[str, Any]:
+            top = pred.probs.topk(min(k, len(pred.probs)))
+            return {"image": str(path), "label": pred.label, "name": self.names[pred.label], "score": pred.score,
+                    "top": [[self.names[i], v] for v, i in zip(top.values.tolist(), top.indices.tolist())]}
+
+        rows = predict_files(self.predict_batch, nets, Path(inputs), Path(out), row)
         (Path(out) / "predictions.json").write_text(json.dumps(rows, indent=1))
 
 
