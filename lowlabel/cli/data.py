@@ -20,13 +20,14 @@ def add_parser(subcommands: Any) -> None:
 
     synth = ArgumentParser(
         description="Generate the ShapesWorld benchmark in the real datasets' formats "
-        "(wsol/ voc/ davis/ coco/ domains/ + manifest.json)."
+        "(wsol/ voc/ davis/ coco/ domains/ pretrain/ + manifest.json)."
     )
     synth.add_argument("--out", type=str, required=True, help="output folder")
     synth.add_argument("--preset", type=str, default="quick", help="quick (seconds) | full (minutes) | tiny (tests)")
     synth.add_argument("--seed", type=int, default=0, help="the same seed gives byte-identical files")
     synth.add_argument("--workers", type=int, default=0, help="processes (0 = every core)")
-    synth.add_argument("--only", type=str, nargs="*", default=None, help="subset of wsol voc davis coco domains")
+    synth.add_argument("--only", type=str, nargs="*", default=None,
+                       help="subset of wsol voc davis coco domains pretrain")
     synth.add_argument("--overwrite", type=bool, default=False, help="replace existing task folders")
     sub.add_subcommand("synth", synth, help="generate ShapesWorld")
 
@@ -78,9 +79,8 @@ def _check(cfg: Any) -> int:
     from lowlabel.data.synth.manifest import verify_manifest
 
     root = Path(cfg.root)
-    fmt_root = root / cfg.format if (root / "manifest.json").is_file() and (root / cfg.format).is_dir() else root
-    if cfg.format == "video" and (root / "manifest.json").is_file():
-        fmt_root = root / "davis" / "clips"
+    folder = {"video": "davis/clips", "imagenet": "pretrain"}.get(cfg.format, cfg.format)  # in a ShapesWorld root
+    fmt_root = root / folder if (root / "manifest.json").is_file() and (root / folder).is_dir() else root
     report = check(cfg.format, fmt_root, fast=cfg.fast)
     if cfg.manifest:
         report.problems += verify_manifest(root if (root / "manifest.json").is_file() else fmt_root.parent, full=True)

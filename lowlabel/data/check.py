@@ -17,7 +17,7 @@ from PIL import Image
 from lowlabel.data.io import load_index_png, load_rgb, parse_voc_objects, read_lines
 from lowlabel.errors import DataError
 
-FORMATS = ("wsol", "voc", "davis", "coco", "video", "domains")
+FORMATS = ("wsol", "voc", "davis", "coco", "video", "domains", "imagenet")
 
 
 @dataclass
@@ -259,6 +259,50 @@ def check_domains(root: Path, *, fast: bool = False) -> CheckReport:
     return rep
 
 
+def check_imagenet(root: Path, *, fast: bool = False) -> CheckReport:
+    """``train/<class>/*`` and ``val/<class>/*`` (+ optional ``classes.txt``): every class folder without images,
+    image outside a class folder, class folder of no listed class, listed class without a train folder and
+    unreadable image is a problem."""
+    from lowlabel.data.imagenet import CLASSES_FILE, read_classes
+    from lowlabel.data.io import IMAGE_SUFFIXES
+
+    rep = CheckReport("imagenet", root)
+    classes = _guard(rep, lambda: read_classes(root))
+    if classes is None:
+        return rep
+    folders = classes[0]
+    rep.classes = list(folders)
+    known = set(folders)
+    source = CLASSES_FILE if (root / CLASSES_FILE).is_file() else "train/ folders"
+    for split in ("train", "val"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            rep.problems.append(f"{split_dir}: folder not found")
+            continue
+        count, seen = 0, set()
+        for entry in sorted(split_dir.iterdir()):
+            if entry.is_file():
+                if entry.suffix.lower() in IMAGE_SUFFIXES:
+                    rep.problems.append(f"{entry}: image directly in the split folder; images go in "
+                                        f"{split_dir}/<class>/")
+                continue
+            if entry.name not in known:
+                rep.problems.append(f"{entry}: class folder {entry.name!r} is not among the {len(folders)} classes "
+                                    f"({source})")
+                continue
+            images = sorted(p for p in entry.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                rep.problems.append(f"{entry}: class folder with no images")
+            seen.add(entry.name)
+            count += len(images)
+            for path in images:
+                _image_hw(path, fast, rep)
+        rep.counts[f"{split} images"] = count
+        if split == "train":
+            rep.problems += [f"{split_dir}: no folder for listed class {c!r}" for c in folders if c not in seen]
+    return rep
+
+
 def check(fmt: str, root: str | Path, *, fast: bool = False) -> CheckReport:
     """Run the checker of ``fmt`` (one of :data:`FORMATS`) on ``root``."""
     root = Path(root)
@@ -273,5 +317,6 @@ def check(fmt: str, root: str | Path, *, fast: bool = False) -> CheckReport:
         "coco": check_coco,
         "video": check_video,
         "domains": check_domains,
+        "imagenet": check_imagenet,
     }
     return fns[fmt](root, fast=fast)

@@ -38,7 +38,10 @@ def detect_format(root: Path) -> str:
         return "coco"
     if (root / "trainA").is_dir():
         return "domains"
-    raise DataError(f"{root}: cannot tell the dataset format (no metadata/, JPEGImages/, annotations/ or trainA/)")
+    if (root / "train").is_dir() and any(p.is_dir() for p in (root / "train").iterdir()):
+        return "imagenet"
+    raise DataError(f"{root}: cannot tell the dataset format (no metadata/, JPEGImages/, annotations/, trainA/ or "
+                    f"train/<class>/)")
 
 
 def _np(x: object) -> np.ndarray:
@@ -111,6 +114,13 @@ def samples_for(fmt: str, root: Path, n: int) -> list[Sample]:
                 s.title = f"{split} {s.title}"
                 out.append(s)
         return out
+    if fmt == "imagenet":
+        from lowlabel.data.imagenet import index_split
+        from lowlabel.data.io import load_rgb
+
+        index = index_split(root, "val" if (root / "val").is_dir() else "train")
+        picks = np.linspace(0, len(index.samples) - 1, min(n, len(index.samples))).astype(int)
+        return [Sample(load_rgb(index.samples[i][0]), index.names[index.samples[i][1]], []) for i in picks]
     raise DataError(f"preview: unknown format {fmt!r}")
 
 
@@ -151,9 +161,10 @@ def preview(root: str | Path, out: str | Path, *, n: int = 16, fmt: str | None =
     if fmt is None and (root / "manifest.json").is_file():
         samples = [
             s
-            for kind in ("wsol", "voc", "coco", "davis", "domains")
+            for kind, fmt_name in (("wsol", "wsol"), ("voc", "voc"), ("coco", "coco"), ("davis", "davis"),
+                                   ("domains", "domains"), ("pretrain", "imagenet"))
             if (root / kind).is_dir()
-            for s in samples_for(kind, root / kind, cols)
+            for s in samples_for(fmt_name, root / kind, cols)
         ]
     else:
         samples = samples_for(fmt or detect_format(root), root, n)

@@ -11,7 +11,7 @@ from PIL import Image
 from lowlabel.cli.main import main
 
 
-@pytest.mark.parametrize("fmt", ["wsol", "voc", "davis", "coco", "video", "domains"])
+@pytest.mark.parametrize("fmt", ["wsol", "voc", "davis", "coco", "video", "domains", "imagenet"])
 def test_check_passes_on_shapesworld(quick_root: Path, fmt: str, capsys: pytest.CaptureFixture) -> None:
     assert main(["data", "check", fmt, str(quick_root)]) == 0
     out = capsys.readouterr().out
@@ -43,7 +43,7 @@ def test_check_wsol_size_mismatch_and_unknown_format(quick_root: Path, tmp_path:
     sizes.write_text("\n".join([f"{image_id},1,1", *lines[1:]]) + "\n")
     assert main(["data", "check", "wsol", str(root)]) == 1
     assert f"{image_id} listed as (1, 1)" in capsys.readouterr().out
-    assert main(["data", "check", "imagenet", str(root)]) == 2
+    assert main(["data", "check", "nonsense", str(root)]) == 2
     assert "unknown format" in capsys.readouterr().err
 
 
@@ -51,7 +51,27 @@ def test_preview_draws_a_grid(quick_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "grid.png"
     assert main(["data", "preview", str(quick_root), "--out", str(out)]) == 0
     im = Image.open(out)
-    assert im.size == (4 * 160, 5 * 200)  # 4 columns, one row per ShapesWorld folder
+    assert im.size == (4 * 160, 6 * 200)  # 4 columns, one row per ShapesWorld folder
     out2 = tmp_path / "coco.png"
     assert main(["data", "preview", str(quick_root / "coco"), "--out", str(out2), "--num", "6"]) == 0
     assert Image.open(out2).size == (4 * 160, 2 * 200)
+
+
+def test_check_imagenet_names_every_bad_file(quick_root: Path, tmp_path: Path, capsys) -> None:
+    root = tmp_path / "pretrain"
+    shutil.copytree(quick_root / "pretrain", root)
+    classes = (root / "classes.txt").read_text().split()
+    (root / "val" / "unknown-class").mkdir()
+    (root / "val" / "unknown-class" / "0.jpg").write_bytes((root / "val" / classes[0] / "000000.jpg").read_bytes())
+    for image in (root / "train" / classes[1]).iterdir():
+        image.unlink()
+    shutil.copy(root / "train" / classes[2] / "000000.jpg", root / "train" / "stray.jpg")
+    truncated = root / "train" / classes[3] / "000000.jpg"
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    assert main(["data", "check", "imagenet", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "unknown-class: class folder 'unknown-class' is not among the 100 classes (classes.txt)" in out
+    assert f"{classes[1]}: class folder with no images" in out
+    assert "stray.jpg: image directly in the split folder" in out
+    assert f"{classes[3]}/000000.jpg: corrupt or truncated image" in out
+    assert "4 problem(s) found" in out
