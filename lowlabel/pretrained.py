@@ -28,7 +28,7 @@ from lowlabel.models.weights import (
     read_weights,
 )
 
-__all__ = ["from_pretrained", "load_weights", "read_weights", "save_pretrained"]
+__all__ = ["export_backbone", "from_pretrained", "load_weights", "read_weights", "save_pretrained"]
 
 FORMAT = PRETRAINED_FORMAT
 WEIGHTS = PRETRAINED_WEIGHTS
@@ -111,3 +111,31 @@ def from_pretrained(path: str | Path, *, method_name: str | None = None, config:
     frozen = frozen_networks(method)  # reloaded by the method from their own sources, never saved here
     return LoadedMethod(method=method, nets=merge_nets(nets, frozen), run_dir=None, ckpt_path=folder / WEIGHTS,
                         frozen=frozen)
+
+
+def export_backbone(run_or_weights: str | Path, out_file: str | Path) -> Path:
+    """Write the backbone of a ``classify`` run (folder, checkpoint or ``save_pretrained`` folder) as a plain
+    ``.safetensors`` state dict that ``model.pretrained`` and other code read: a torchvision ResNet's keys without
+    ``fc.*``, or ``resnet_small``'s ``backbone.body.*`` keys.
+
+    Raises:
+        FileNotFoundError, UserError: unreadable weights; ValueError: more than one network, or no backbone in it.
+    """
+    from safetensors.torch import save_file
+
+    from lowlabel.models.weights import read_weights
+
+    weights = read_weights(run_or_weights)
+    nets = weights.nets
+    if len(nets) != 1 and "model" not in nets:
+        raise ValueError(f"{weights.file}: holds networks {sorted(nets)}; expected one backbone network")
+    state = nets["model"] if "model" in nets else next(iter(nets.values()))
+    body = {k: v for k, v in state.items() if k.startswith("backbone.body.")}
+    tensors = body or {k: v for k, v in state.items() if not k.startswith("fc.")}
+    if not tensors:
+        raise ValueError(f"{weights.file}: no backbone weights")
+    out = Path(out_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(out),
+              metadata={"format": "lowlabel-backbone", "source": str(weights.file)})
+    return out

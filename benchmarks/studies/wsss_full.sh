@@ -5,10 +5,12 @@
 # The two main runs write the pseudo masks of all 3,000 `train_aug` images for the segmentation stage; the ablations
 # score their seeds on `train` only (1,000 images with masks). About 80 minutes per seed on 2 cores.
 # Finished runs are skipped (a DONE file), a killed run resumes from its last checkpoint.
-# Usage: bash benchmarks/studies/wsss_full.sh [OUT=runs/wsss-full] [SEEDS="0 1 2"]
+# Usage: bash benchmarks/studies/wsss_full.sh [OUT=runs/wsss-full] [SEEDS="0 1 2"] [CONFIG=synth-full]
+#   CONFIG=synth-full-pretrained: the pretrained regime (needs the synth:pretrain backbones; the first run says how)
 set -euo pipefail
 out=${1:-runs/wsss-full}
 seeds=${2:-0 1 2}
+config=${3:-synth-full}
 mkdir -p "$out"
 ll=${LOWLABEL:-.venv/bin/lowlabel}
 export OMP_NUM_THREADS=1
@@ -16,7 +18,7 @@ train() {  # name method seed [overrides...]
   local name=$1 method=$2 seed=$3; shift 3
   local dir="$out/$name-s$seed"
   [ -f "$dir/DONE" ] && return 0
-  "$ll" train "$method" --config "configs/$method/synth-full.yaml" --seed "$seed" --run-dir "$dir" \
+  "$ll" train "$method" --config "configs/$method/$config.yaml" --seed "$seed" --run-dir "$dir" \
     --resume auto --no-progress "$@"
   touch "$dir/DONE"
 }

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 from PIL import Image
 
 from lowlabel.engine import fit, load_method_from_run
@@ -115,6 +116,18 @@ def test_the_cached_run_loads_into_every_backbone_that_takes_pretrained(tmp_path
     for net in (staged, seg):
         tensors = list(net.state_dict().values())
         assert all(any(t.shape == v.shape and torch.equal(t, v) for t in tensors) for v in ref.values())
+
+    from lowlabel.pretrained import export_backbone  # the same weights as plain files, for other code
+
+    small_file = export_backbone(pretrain_cache_dir("quick", 1, "resnet_small", 8), tmp_path / "small.safetensors")
+    tv_file = export_backbone(pretrain_cache_dir("quick", 1, "resnet18"), tmp_path / "r18.safetensors")
+    from_file = build_backbone(name="resnet_small", width=8, pretrained=str(small_file)).state_dict()
+    assert all(torch.equal(from_file[k], v) for k, v in body.items())
+    torchvision18 = torchvision.models.resnet18(num_classes=3)
+    from lowlabel.models.weights import load_torchvision_weights
+
+    load_torchvision_weights(torchvision18, str(tv_file))
+    assert all(torch.equal(torchvision18.state_dict()[k], v) for k, v in ref.items())
 
     with pytest.raises(ValueError, match="do not fit this resnet_small") as err:
         build_backbone(name="resnet_small", width=16, pretrained=str(pretrain_cache_dir("quick", 1, "resnet_small", 8)))
