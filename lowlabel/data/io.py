@@ -88,15 +88,20 @@ def to_boxes(boxes: np.ndarray | list, hw: tuple[int, int]) -> tv_tensors.Boundi
     return tv_tensors.BoundingBoxes(t, format="XYXY", canvas_size=hw)
 
 
-def read_lines(path: Path) -> list[str]:
-    """Non-empty, stripped lines of a text file."""
+def numbered_lines(path: Path) -> list[tuple[int, str]]:
+    """Non-empty stripped lines of a UTF-8 text file with their 1-based line numbers (for messages)."""
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: not a UTF-8 text file ({e})") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
+
+
+def read_lines(path: Path) -> list[str]:
+    """Non-empty, stripped lines of a text file."""
+    return [line for _, line in numbered_lines(path)]
 
 
 def read_json(path: Path) -> object:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from lowlabel.data.io import load_index_png, load_rgb, read_lines, to_boxes, to_image
+from lowlabel.data.io import load_index_png, load_rgb, numbered_lines, read_lines, to_boxes, to_image
 from lowlabel.errors import DataError
 
 
@@ -50,15 +50,6 @@ class WSOLMetadata:
         return bool(self.masks)
 
 
-def _numbered_lines(path: Path) -> list[tuple[int, str]]:
-    """Non-empty stripped lines with their 1-based line numbers in the file."""
-    if not path.is_file():
-        raise DataError(f"{path}: file not found")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not a UTF-8 text file ({e})") from None
-    return [(i, line.strip()) for i, line in enumerate(text.splitlines(), start=1) if line.strip()]
 
 
 def _fields(path: Path, lineno: int, line: str, known: set[str], n: int | None = None) -> list[str]:
@@ -83,11 +74,11 @@ def read_wsol_metadata(split_dir: str | Path, *, require_localization: bool = Fa
             for every image (boxes are rescaled to the score-map side with it).
     """
     root = Path(split_dir)
-    image_ids = [line for _, line in _numbered_lines(root / "image_ids.txt")]
+    image_ids = [line for _, line in numbered_lines(root / "image_ids.txt")]
     known = set(image_ids)
     meta = WSOLMetadata(split_dir=root, image_ids=image_ids, labels={})
     path = root / "class_labels.txt"
-    for no, line in _numbered_lines(path):
+    for no, line in numbered_lines(path):
         image_id, label = _fields(path, no, line, known, 2)
         try:
             meta.labels[image_id] = int(label)
@@ -98,7 +89,7 @@ def read_wsol_metadata(split_dir: str | Path, *, require_localization: bool = Fa
         raise DataError(f"{path}: no label for image id {missing[0]!r} ({len(missing)} missing)")
     path = root / "image_sizes.txt"
     if path.is_file():
-        for no, line in _numbered_lines(path):
+        for no, line in numbered_lines(path):
             image_id, w, h = _fields(path, no, line, known, 3)
             try:
                 meta.sizes[image_id] = (int(w), int(h))
@@ -118,7 +109,7 @@ def read_wsol_metadata(split_dir: str | Path, *, require_localization: bool = Fa
 
 def _read_localization(path: Path, meta: WSOLMetadata, known: set[str]) -> None:
     """Boxes ``id,x0,y0,x1,y1`` or masks ``id,mask_path,ignore_path`` (one line per box or instance mask)."""
-    for no, line in _numbered_lines(path):
+    for no, line in numbered_lines(path):
         parts = _fields(path, no, line, known)
         if len(parts) == 5:
             try:

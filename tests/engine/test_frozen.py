@@ -18,14 +18,6 @@ from tests.engine.helpers import gan_config
 from tests.toy_gan import build, make_features
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def train(cfg, run_dir, **kwargs):
     seed_everything(cfg.trainer.seed)
     method = build(cfg)

@@ -20,14 +20,6 @@ from tests.engine.helpers import read_csv, toy_config
 from tests.toy_method import ToyConfig, build, make_data
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_toy(cfg: ToyConfig, run_dir, **kwargs):
     seed_everything(cfg.trainer.seed)
     method = build(cfg)

@@ -17,14 +17,6 @@ from tests.toy_gan import make_data
 from tests.toy_method import build as build_toy
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run(method, run_dir, **kwargs):
     init = {k: copy.deepcopy(v.state_dict()) for k, v in method.networks().items()}
     fit(method, run_dir=run_dir, progress=False, **kwargs)

@@ -41,8 +41,8 @@ def real_configs() -> list[Any]:
     for path in sorted(CONFIGS.glob("*/*.yaml")):
         model = (yaml.safe_load(path.read_text()) or {}).get("model", {})
         field = "pretrained_backbone" if "pretrained_backbone" in model else "pretrained"
-        if not model.get(field):  # "" = trained from scratch (ShapesWorld configs)
-            continue
+        if not model.get(field) or str(model[field]).startswith("synth:"):
+            continue  # "" = from scratch; synth:pretrain = the toolkit's own backbone (tests/methods/classification)
         name = f"{path.parent.name}/{path.stem}"
         arch = TORCHVISION[model.get("arch", model.get("backbone"))]
         params.append(pytest.param(path, field, arch, id=name))
