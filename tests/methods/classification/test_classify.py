@@ -137,3 +137,19 @@ def test_the_cached_run_loads_into_every_backbone_that_takes_pretrained(tmp_path
     with pytest.raises(ValueError, match="not a torchvision state dict for this backbone") as err:
         build_staged_backbone("resnet18_os16", pretrained=str(pretrain_cache_dir("quick", 1, "resnet_small", 8)))
     assert "\n" not in str(err.value)
+
+
+def test_a_resnet50_run_loads_into_the_wsol_wsss_and_seg_resnet50s(tmp_path: Path, monkeypatch) -> None:
+    """The paper backbones: wsolevaluation's ResNet50-CAM, IRN/SIPE's stride-16 ResNet-50, DeepLabV3-ResNet50."""
+    torch.set_num_threads(1)
+    monkeypatch.setenv("LOWLABEL_CACHE", str(tmp_path / "cache"))
+    cfg = config(write_colours(tmp_path / "data", per_class=2), backbone="resnet50", steps=1)
+    cfg.data.crop = 64  # stride 32: 2 x 2 maps for BatchNorm
+    run = train(cfg, pretrain_cache_dir("full", 0, "resnet50"))
+    ref = {k: v for k, v in run.model.state_dict().items() if not k.startswith("fc.")}
+    nets = [build_backbone(name="resnet50", pretrained="synth:pretrain"),
+            build_staged_backbone("resnet50_os16", pretrained="synth:pretrain", frozen_bn=True, freeze_stem=True),
+            SegNet(arch="deeplabv3_resnet50", num_classes=3, pretrained_backbone="synth:pretrain")]
+    for net in nets:
+        tensors = list(net.state_dict().values())
+        assert all(any(t.shape == v.shape and torch.equal(t, v) for t in tensors) for v in ref.values())
