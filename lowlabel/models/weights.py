@@ -320,13 +320,30 @@ def resolve_pretrained(spec: str, *, arch: str, width: int | None = None) -> str
     except ValueError:
         raise UserError(f"pretrained {spec!r}: seed {parts[3]!r} is not an integer") from None
     folder = pretrain_cache_dir(preset, seed, arch, width)
-    if any((folder / "checkpoints" / name).is_file() for name in RUN_CHECKPOINTS):
-        return str(folder)
     width_arg = f" --model.width {width}" if arch == "resnet_small" else ""
-    raise UserError(f"pretrained {spec}: no {arch}{f' width {width}' if width_arg else ''} backbone pretrained on "
-                    f"ShapesWorld {preset} pretrain/ yet; make it once (about 30 CPU-minutes at full) with: "
-                    f"lowlabel train classify --data.root synth:{preset}:{seed} --model.backbone {arch}{width_arg} "
-                    f"--run-dir {folder}")
+    command = (f"lowlabel train classify --data.root synth:{preset}:{seed} --model.backbone {arch}{width_arg} "
+               f"--run-dir {folder}")
+    if not any((folder / "checkpoints" / name).is_file() for name in RUN_CHECKPOINTS):
+        raise UserError(f"pretrained {spec}: no {arch}{f' width {width}' if width_arg else ''} backbone pretrained "
+                        f"on ShapesWorld {preset} pretrain/ yet; make it once (about 30 CPU-minutes at full) with: "
+                        f"{command}")
+    done, total = _run_progress(folder)
+    if done is None or total is None or done < total:
+        raise UserError(f"pretrained {spec}: the pretraining run {folder} has not finished (step {done} of {total}); "
+                        f"finish it with: {command} --resume auto")
+    return str(folder)
+
+
+def _run_progress(run_dir: Path) -> tuple[int | None, int | None]:
+    """(step of the run's last evaluation, its ``trainer.max_steps``), None where the run folder does not say."""
+    import yaml
+
+    try:
+        done = json.loads((run_dir / "metrics.json").read_text()).get("step")
+        total = (yaml.safe_load((run_dir / "config.yaml").read_text()) or {}).get("trainer", {}).get("max_steps")
+    except (OSError, ValueError, yaml.YAMLError):
+        return None, None
+    return done, total
 
 
 def load_lowlabel_body(model: nn.Module, path: str | Path) -> None:

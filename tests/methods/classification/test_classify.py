@@ -82,6 +82,14 @@ def test_synth_pretrain_names_the_command_when_the_cache_is_empty(tmp_path: Path
     assert "\n" not in text
     assert f"lowlabel train classify --data.root synth:full:0 --model.backbone resnet_small --model.width 8 " \
            f"--run-dir {folder}" in text
+    (folder / "checkpoints").mkdir(parents=True)  # a run that is still going (or was killed): step 500 of 2000
+    (folder / "checkpoints" / "last.ckpt").write_bytes(b"")
+    (folder / "config.yaml").write_text("trainer:\n  max_steps: 2000\n")
+    (folder / "metrics.json").write_text('{"top1": 30.0, "step": 500}')
+    with pytest.raises(UserError, match=r"has not finished \(step 500 of 2000\); finish it with: .* --resume auto"):
+        resolve_pretrained("synth:pretrain", arch="resnet_small", width=8)
+    (folder / "metrics.json").write_text('{"top1": 60.0, "step": 2000}')
+    assert resolve_pretrained("synth:pretrain", arch="resnet_small", width=8) == str(folder)
     assert resolve_pretrained("/some/file.pth", arch="resnet50") == "/some/file.pth"  # other values pass
     with pytest.raises(UserError, match="not vgg16"):
         resolve_pretrained("synth:pretrain", arch="vgg16")
