@@ -1,0 +1,46 @@
+"""Label propagation without learning on ShapesWorld ``davis/`` val: the raw-pixel (LAB) baseline of issue 16.
+
+Features are the frames' LAB values averaged over stride x stride cells; propagation is
+:mod:`lowlabel.models.propagation` with the paper's (ContrastCorr) and CRW's settings; results are scored with the
+DAVIS-2017 protocol (J&F, percent). Prints one Markdown table.
+
+    python benchmarks/propagation_baselines.py --root synth:full --strides 8 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from lowlabel.data import resolve_root
+from lowlabel.data.davis import DAVIS2017
+from lowlabel.methods.correspondence.common import evaluate_davis, pixel_encoder
+from lowlabel.models.propagation import CRW, PAPER
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--root", default="synth:full", help="a DAVIS-layout folder or synth:<preset>")
+    parser.add_argument("--split", default="val")
+    parser.add_argument("--strides", type=int, nargs="+", default=[8, 4])
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    dataset = DAVIS2017(root=resolve_root(args.root, "davis"), split=args.split)
+    print(f"| features | propagation | J&F | J | F | CPU s |  ({args.root} {args.split}, {len(dataset)} sequences)")
+    print("|---|---|---|---|---|---|")
+    for stride in args.strides:
+        for name, cfg in (("paper (top-5, first + 7)", PAPER), ("CRW (top-10, radius 12, 20)", CRW)):
+            start = time.process_time()
+            with tempfile.TemporaryDirectory() as out:
+                result = evaluate_davis(pixel_encoder(stride), dataset, Path(out), cfg=cfg, stride=stride)
+            m = result["metrics"]
+            print(f"| LAB pixels, stride {stride} | {name} | {m['J&F-Mean']:.1f} | {m['J-Mean']:.1f} | "
+                  f"{m['F-Mean']:.1f} | {time.process_time() - start:.0f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""What the correspondence methods share: the official frame resizing and LAB input, and DAVIS evaluation by label
+propagation (:mod:`lowlabel.models.propagation`) for any frame encoder, written in the DAVIS PNG layout and scored by
+:class:`lowlabel.metrics.davis.DavisEvaluator`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lowlabel.data.davis import DAVIS2017
+from lowlabel.data.io import save_palette_png
+from lowlabel.metrics.davis import DavisEvaluator
+from lowlabel.models.propagation import PropagationConfig, propagate_video
+
+Encoder = Callable[[Tensor], Tensor]  # (3, H, W) float input -> (C, H / stride, W / stride) features
+
+
+def propagation_size(h: int, w: int, short_side: int, multiple: int = 64) -> tuple[int, int]:
+    """ContrastCorr's test resolution: the shorter side becomes ``short_side``, the longer one keeps the aspect and is
+    floored to a multiple of ``multiple`` (DAVIS 480 x 854 at 560 -> 560 x 960). ``short_side <= 0``: unchanged."""
+    if short_side <= 0:
+        return h, w
+    if h > w:
+        return max(multiple, int(short_side * h / w) // multiple * multiple), short_side
+    return short_side, max(multiple, int(short_side * w / h) // multiple * multiple)
+
+
+def rgb_to_lab(frame: np.ndarray) -> Tensor:
+    """(H, W, 3) uint8 RGB -> (3, H, W) float LAB in [-1, 1]: OpenCV's 8-bit LAB, then (x - 128) / 128 (official)."""
+    lab = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2LAB).astype(np.float32)
+    return torch.from_numpy((lab - 128.0) / 128.0).permute(2, 0, 1)
+
+
+def pixel_encoder(stride: int) -> Encoder:
+    """The raw-pixel baseline: LAB values averaged over ``stride`` x ``stride`` cells, no learning."""
+    def encode(lab: Tensor) -> Tensor:
+        return F.avg_pool2d(lab[None], stride)[0]
+    return encode
+
+
+def _inputs(frames: np.ndarray, size: tuple[int, int], prepare: Callable[[np.ndarray], Tensor]) -> Any:
+    """The encoder inputs of (T, H, W, 3) uint8 ``frames`` resized (bilinear) to ``size``, one at a time."""
+    h, w = frames.shape[1:3]
+    for frame in frames:
+        resized = frame if size == (h, w) else cv2.resize(frame, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        yield prepare(resized)
+
+
+def evaluate_davis(encode: Encoder, dataset: DAVIS2017, out_dir: Path, *, cfg: PropagationConfig, stride: int,
+                   short_side: int = 0, prepare: Callable[[np.ndarray], Tensor] = rgb_to_lab,
+                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Propagate each sequence's first mask, write ``out_dir/<seq>/<frame>.png`` (palette PNGs, as DAVIS results),
+    score them with the DAVIS-2017 protocol.
+
+    Args:
+        encode: the frame encoder (called under no_grad, one frame at a time).
+        dataset: the sequences (DAVIS or ShapesWorld ``davis/``).
+        out_dir: results folder.
+        cfg: propagation settings.
+        stride: the encoder's output stride.
+        short_side: frames are resized for the encoder by :func:`propagation_size` (0 = as stored).
+        prepare: (H, W, 3) uint8 frame -> encoder input (default LAB in [-1, 1]).
+        progress: called with each sequence name.
+
+    Returns:
+        ``{"metrics": {"J&F-Mean": ..., ...} in percent, "per_sequence": {seq_k: {"J-Mean", "F-Mean"}}}``.
+    """
+    evaluator = DavisEvaluator()
+    out_dir = Path(out_dir)
+    for index in range(len(dataset)):
+        item = dataset[index]
+        name = item["name"]
+        if progress is not None:
+            progress(name)
+        frames = item["frames"].permute(0, 2, 3, 1).numpy()  # (T, H, W, 3) uint8
+        h, w = frames.shape[1:3]
+        size = propagation_size(h, w, short_side)
+
+        first = item["masks"][0].long()
+        first = torch.where(first == 255, torch.zeros_like(first), first)
+        preds = []
+        predicted = propagate_video(encode, _inputs(frames, size, prepare), first, cfg=cfg, stride=stride,
+                                    num_labels=item["num_objects"] + 1, sizes=[(h, w)] * len(frames))
+        for frame_name, pred in zip(item["frame_names"], predicted):
+            save_palette_png(out_dir / name / f"{frame_name}.png", pred.numpy())
+            preds.append(pred.numpy())
+        evaluator.update(name, item["masks"].numpy(), np.stack(preds))
+    metrics = {k: 100.0 * v for k, v in evaluator.compute().items()}
+    per_sequence = {k: {m: 100.0 * o[m] for m in ("J-Mean", "F-Mean")} for k, o in evaluator.per_object.items()}
+    return {"metrics": metrics, "per_sequence": per_sequence}
