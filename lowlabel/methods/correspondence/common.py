@@ -19,6 +19,7 @@ from lowlabel.data.davis import DAVIS2017
 from lowlabel.data.io import save_palette_png
 from lowlabel.metrics.davis import DavisEvaluator
 from lowlabel.models.propagation import PropagationConfig, propagate_video
+from lowlabel.structures import IMAGENET_MEAN, IMAGENET_STD
 
 Encoder = Callable[[Tensor], Tensor]  # (3, H, W) float input -> (C, H / stride, W / stride) features
 
@@ -37,6 +38,32 @@ def rgb_to_lab(frame: np.ndarray) -> Tensor:
     """(H, W, 3) uint8 RGB -> (3, H, W) float LAB in [-1, 1]: OpenCV's 8-bit LAB, then (x - 128) / 128 (official)."""
     lab = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2LAB).astype(np.float32)
     return torch.from_numpy((lab - 128.0) / 128.0).permute(2, 0, 1)
+
+
+def encoder_input(lab: Tensor) -> Tensor:
+    """ContrastCorr's encoder input from LAB in [-1, 1]: (x + 1) / 2, then ImageNet normalisation ((B, 3, H, W))."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=lab.dtype, device=lab.device).view(1, 3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=lab.dtype, device=lab.device).view(1, 3, 1, 1)
+    return ((lab + 1.0) / 2.0 - mean) / std
+
+
+def channel_dropout(ref: Tensor, tgt: Tensor, *, generator: torch.Generator | None = None,
+                    keep_prob: float = 0.3) -> tuple[Tensor, Tensor, list[int]]:
+    """The official colour-channel dropout (it replaces UVC's grayscale input, after CorrFlow): with probability
+    ``keep_prob`` nothing happens; otherwise 1 or 2 of the 3 channels (equally likely; any channel, L included) are
+    zeroed in both frames of the whole batch, and the frames are scaled by 3 / (3 - dropped).
+
+    Returns:
+        (ref, tgt, the dropped channel indices); the inputs are not modified.
+    """
+    if float(torch.rand((), generator=generator)) < keep_prob:
+        return ref, tgt, []
+    count = 1 + int(torch.randint(0, 2, (), generator=generator))
+    dropped = sorted(torch.randperm(3, generator=generator)[:count].tolist())
+    keep = torch.ones(1, 3, 1, 1, dtype=ref.dtype, device=ref.device)
+    keep[:, dropped] = 0.0
+    scale = 3.0 / (3 - count)
+    return ref * keep * scale, tgt * keep * scale, dropped
 
 
 def pixel_encoder(stride: int) -> Encoder:

@@ -13,7 +13,14 @@ from PIL import Image
 
 from lowlabel.data.davis import DAVIS2017
 from lowlabel.data.io import load_index_png, save_palette_png
-from lowlabel.methods.correspondence.common import evaluate_davis, pixel_encoder, propagation_size, rgb_to_lab
+from lowlabel.methods.correspondence.common import (
+    channel_dropout,
+    encoder_input,
+    evaluate_davis,
+    pixel_encoder,
+    propagation_size,
+    rgb_to_lab,
+)
 from lowlabel.models.propagation import PAPER, PropagationConfig
 
 
@@ -74,3 +81,25 @@ def test_the_raw_pixel_baseline_runs_and_is_below_perfect(tmp_path: Path) -> Non
                             stride=4)
     assert 0.0 < result["metrics"]["J&F-Mean"] < 100.0
     assert len(list((tmp_path / "out" / "a").glob("*.png"))) == 5
+
+
+def test_channel_dropout_drops_the_same_channels_in_both_frames_and_rescales() -> None:
+    gen = torch.Generator().manual_seed(0)
+    ref, tgt = torch.ones(2, 3, 4, 4), torch.full((2, 3, 4, 4), 2.0)
+    counts = {0: 0, 1: 0, 2: 0}
+    for _ in range(3000):
+        a, b, dropped = channel_dropout(ref, tgt, generator=gen)
+        counts[len(dropped)] += 1
+        for c in range(3):
+            if c in dropped:
+                assert float(a[:, c].abs().max()) == 0.0 and float(b[:, c].abs().max()) == 0.0
+            else:
+                scale = 3.0 / (3 - len(dropped))
+                assert torch.all(a[:, c] == scale) and torch.all(b[:, c] == 2.0 * scale)
+    assert abs(counts[0] / 3000 - 0.3) < 0.03 and abs(counts[1] / 3000 - 0.35) < 0.03  # 0.3 / 0.35 / 0.35
+    assert torch.all(ref == 1.0)  # inputs untouched
+
+
+def test_encoder_input_maps_lab_to_imagenet_normalised_unit_range() -> None:
+    x = encoder_input(torch.full((1, 3, 1, 1), -1.0))  # (x + 1) / 2 = 0
+    torch.testing.assert_close(x.flatten(), -torch.tensor([0.485, 0.456, 0.406]) / torch.tensor([0.229, 0.224, 0.225]))
