@@ -66,6 +66,43 @@ def channel_dropout(ref: Tensor, tgt: Tensor, *, generator: torch.Generator | No
     return ref * keep * scale, tgt * keep * scale, dropped
 
 
+def track_box(logits: Tensor, tgt_hw: tuple[int, int], size: tuple[int, int], temp: float = 1.0) -> Tensor:
+    """ContrastCorr's patch-level tracking: where the reference patch went in the target frame.
+
+    Each reference cell's expected target position is ``sum_j softmax(A * temp over target cells)_ij * (x_j, y_j)``
+    (cell centres, in cells); the box of ``size`` = (h, w) cells is centred on the mean of those positions, shifted
+    to lie inside the target map when it can (clipped when the map is smaller).
+
+    Args:
+        logits: (B, N_ref, N_tgt) affinity logits.
+        tgt_hw: the target feature map's (h, w).
+        size: the box size in cells (the reference patch's feature size).
+
+    Returns:
+        (B, 4) boxes ``(x0, y0, x1, y1)`` in cell units (continuous; x1 - x0 = w).
+    """
+    h, w = tgt_hw
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=logits.dtype, device=logits.device) + 0.5,
+                            torch.arange(w, dtype=logits.dtype, device=logits.device) + 0.5, indexing="ij")
+    grid = torch.stack([xs.reshape(-1), ys.reshape(-1)], dim=1)  # (N_tgt, 2)
+    centre = (torch.softmax(logits * temp, dim=2) @ grid).mean(dim=1)  # (B, 2)
+    bh, bw = size
+    x0 = (centre[:, 0] - bw / 2).clamp(min=0.0)
+    y0 = (centre[:, 1] - bh / 2).clamp(min=0.0)
+    x0 = torch.minimum(x0, torch.full_like(x0, max(w - bw, 0)))
+    y0 = torch.minimum(y0, torch.full_like(y0, max(h - bh, 0)))
+    return torch.stack([x0, y0, x0 + bw, y0 + bh], dim=1)
+
+
+def crop_boxes(feats: Tensor, boxes: Tensor, size: tuple[int, int]) -> Tensor:
+    """A differentiable crop of each map (B, C, h, w) at its box (B, 4) (cell units), resampled bilinearly to
+    ``size`` = (h', w') cells: the value at each output cell centre (``torchvision.ops.roi_align``, aligned)."""
+    from torchvision.ops import roi_align
+
+    rois = torch.cat([torch.arange(len(boxes), dtype=boxes.dtype, device=boxes.device)[:, None], boxes], dim=1)
+    return roi_align(feats, rois, output_size=size, spatial_scale=1.0, sampling_ratio=1, aligned=True)
+
+
 def pixel_encoder(stride: int) -> Encoder:
     """The raw-pixel baseline: LAB values averaged over ``stride`` x ``stride`` cells, no learning."""
     def encode(lab: Tensor) -> Tensor:

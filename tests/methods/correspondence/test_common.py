@@ -15,11 +15,13 @@ from lowlabel.data.davis import DAVIS2017
 from lowlabel.data.io import load_index_png, save_palette_png
 from lowlabel.methods.correspondence.common import (
     channel_dropout,
+    crop_boxes,
     encoder_input,
     evaluate_davis,
     pixel_encoder,
     propagation_size,
     rgb_to_lab,
+    track_box,
 )
 from lowlabel.models.propagation import PAPER, PropagationConfig
 
@@ -103,3 +105,27 @@ def test_channel_dropout_drops_the_same_channels_in_both_frames_and_rescales() -
 def test_encoder_input_maps_lab_to_imagenet_normalised_unit_range() -> None:
     x = encoder_input(torch.full((1, 3, 1, 1), -1.0))  # (x + 1) / 2 = 0
     torch.testing.assert_close(x.flatten(), -torch.tensor([0.485, 0.456, 0.406]) / torch.tensor([0.229, 0.224, 0.225]))
+
+
+def test_track_box_centres_the_patch_where_the_reference_went() -> None:
+    """Reference cells (a 2 x 2 patch) match target cells (row 3-4, col 5-6) of a 6 x 8 map exactly: the box is
+    centred on those cells' centres (x 6.0, y 4.0) and is 2 x 2; near the border it is shifted inside."""
+    tgt_cells = [3 * 8 + 5, 3 * 8 + 6, 4 * 8 + 5, 4 * 8 + 6]
+    logits = torch.full((1, 4, 48), -1e4)
+    for i, j in enumerate(tgt_cells):
+        logits[0, i, j] = 0.0
+    torch.testing.assert_close(track_box(logits, (6, 8), (2, 2)), torch.tensor([[5.0, 3.0, 7.0, 5.0]]))
+    corner = torch.full((1, 4, 48), -1e4)
+    corner[0, :, 0] = 0.0  # everything went to cell (0, 0): the 3 x 3 box starts at the corner
+    torch.testing.assert_close(track_box(corner, (6, 8), (3, 3)), torch.tensor([[0.0, 0.0, 3.0, 3.0]]))
+
+
+def test_crop_boxes_takes_the_cells_of_an_aligned_box_and_interpolates_between() -> None:
+    feats = torch.arange(48, dtype=torch.float32).view(1, 1, 6, 8)
+    crop = crop_boxes(feats, torch.tensor([[5.0, 3.0, 7.0, 5.0]]), (2, 2))
+    torch.testing.assert_close(crop[0, 0], feats[0, 0, 3:5, 5:7])
+    half = crop_boxes(feats, torch.tensor([[5.5, 3.0, 7.5, 5.0]]), (2, 2))  # half a cell to the right
+    torch.testing.assert_close(half[0, 0], feats[0, 0, 3:5, 5:7] + 0.5)
+    grad_feats = feats.clone().requires_grad_(True)  # differentiable: the gradient reaches the cropped cells only
+    crop_boxes(grad_feats, torch.tensor([[5.0, 3.0, 7.0, 5.0]]), (2, 2)).sum().backward()
+    assert float(grad_feats.grad[0, 0, 3:5, 5:7].sum()) == 4.0 and float(grad_feats.grad.sum()) == 4.0
