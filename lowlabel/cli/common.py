@@ -59,9 +59,13 @@ def is_rank_zero() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+MAX_CLASS_ROWS = 30  # longer per-class tables (ImageNet's 1,000 classes) show their lowest rows only
+
+
 def print_metrics(metrics: Mapping[str, Any], *, title: str, per_class: Mapping[str, Mapping[str, Any]] | None = None
                   ) -> None:
-    """A rich table of metric values (and per-class tables) on stdout."""
+    """A rich table of metric values (and per-class tables) on stdout. A per-class table of more than
+    :data:`MAX_CLASS_ROWS` classes shows the 10 lowest values; the whole table is in ``eval/<split>/per_class.json``."""
     from rich.console import Console
     from rich.table import Table
 
@@ -73,10 +77,15 @@ def print_metrics(metrics: Mapping[str, Any], *, title: str, per_class: Mapping[
         table.add_row(str(key), _fmt(value))
     console.print(table)
     for metric, values in (per_class or {}).items():
-        sub = Table(title=f"{metric} per class")
+        rows = list(values.items())
+        caption = None
+        if len(rows) > MAX_CLASS_ROWS:
+            rows = sorted((r for r in rows if r[1] is not None), key=lambda r: r[1])[:10]
+            caption = f"the 10 lowest of {len(values)} classes; all in eval/<split>/per_class.json"
+        sub = Table(title=f"{metric} per class", caption=caption)
         sub.add_column("class")
         sub.add_column(metric, justify="right")
-        for name, value in values.items():
+        for name, value in rows:
             sub.add_row(str(name), _fmt(value))
         console.print(sub)
 
