@@ -82,12 +82,14 @@ def print_metrics(metrics: Mapping[str, Any], *, title: str, per_class: Mapping[
         if len(rows) > MAX_CLASS_ROWS:
             rows = sorted((r for r in rows if r[1] is not None), key=lambda r: r[1])[:10]
             caption = f"the 10 lowest of {len(values)} classes; all in eval/<split>/per_class.json"
-        sub = Table(title=f"{metric} per class", caption=caption)
+        sub = Table(title=f"{metric} per class")
         sub.add_column("class")
         sub.add_column(metric, justify="right")
         for name, value in rows:
             sub.add_row(str(name), _fmt(value))
         console.print(sub)
+        if caption:
+            console.print(caption, markup=False, highlight=False)
 
 
 def _fmt(value: Any) -> str:
