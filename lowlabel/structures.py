@@ -120,6 +120,17 @@ class Localization:
 
 
 @dataclass
+class Image:
+    """One output image (``contrastcorr_ae``: a reconstruction; translators: a translated image).
+
+    Attributes:
+        image: (3, H, W) uint8 RGB at the input image's size.
+    """
+
+    image: torch.Tensor
+
+
+@dataclass
 class Classification:
     """One image's class prediction (``classify``).
 

@@ -56,6 +56,13 @@ def list_images(path: Path, *, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> li
     return files
 
 
+def save_rgb(path: Path, rgb: np.ndarray) -> None:
+    """(H, W, 3) uint8 -> PNG (parents created)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(rgb, dtype=np.uint8), mode="RGB").save(path, format="PNG")
+
+
 def save_palette_png(path: Path, index: np.ndarray) -> None:
     """(H, W) uint8 class/object indices -> PNG in mode ``P`` with the VOC colour map (VOC, DAVIS, SIPE/IRN)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ METHODS: dict[str, str] = {
     "sipe": "lowlabel.methods.wsss.sipe",
     "seg": "lowlabel.methods.wsss.seg",
     "classify": "lowlabel.methods.classification.classify",
+    "contrastcorr_ae": "lowlabel.methods.correspondence.colour_ae",
 }
 
 # One line per method for `lowlabel train --help` (kept here so that --help imports no method).
@@ -29,6 +30,7 @@ SUMMARIES: dict[str, str] = {
     "sipe": "SIPE (CVPR'22): image-specific prototypes, IS-CAM seeds and pseudo masks",
     "seg": "segmentation stage: DeepLabV3 trained on a folder of pseudo masks",
     "classify": "image classification on an ImageNet-layout folder: the pretrained backbones (synth:pretrain)",
+    "contrastcorr_ae": "ContrastCorr's first stage: the colour autoencoder, trained on unlabeled video frames",
 }
 
 

@@ -30,7 +30,7 @@ from lowlabel.engine.checkpoint import load_checkpoint
 from lowlabel.engine.config import load_config_file
 from lowlabel.methods import METHODS, method_module
 from lowlabel.models.weights import CHECKPOINT_FORMAT
-from lowlabel.structures import Classification, Localization, Segmentation
+from lowlabel.structures import Classification, Image, Localization, Segmentation
 from tests.methods.wsol.wsol_fake import write_wsol
 from tests.methods.wsss.wsss_configs import fake_root_for
 
@@ -99,7 +99,19 @@ def prepare_classify(cfg: Any, tmp: Path) -> Any:
     return cfg
 
 
+def prepare_video(cfg: Any, tmp: Path) -> Any:
+    """A DAVIS-layout folder (two 5-frame sequences) whose clips/ holds them again as unlabeled frame folders."""
+    from tests.methods.correspondence.test_common import write_davis
+
+    root = write_davis(tmp / "davis")
+    for seq in ("a", "b"):
+        shutil.copytree(root / "JPEGImages" / "480p" / seq, root / "clips" / seq)
+    cfg.data = dataclasses.replace(cfg.data, root=str(root), clips="", crop=16, eval_sequences=1)
+    return cfg
+
+
 PREPARERS: dict[str, Callable[[Any, Path], Any]] = {
+    "lowlabel.methods.correspondence.": prepare_video,
     "lowlabel.methods.classification.": prepare_classify,
     "lowlabel.methods.wsol.": prepare_wsol,
     "lowlabel.methods.wsss.seg": prepare_seg,
@@ -153,6 +165,8 @@ def check_prediction(prediction: Any, image: torch.Tensor) -> None:
         assert prediction.boxes.ndim == 2 and prediction.boxes.shape[1] == 4 and 0 <= prediction.score <= 1
     elif isinstance(prediction, Segmentation):
         assert prediction.mask.shape == (h, w) and prediction.mask.dtype == torch.uint8
+    elif isinstance(prediction, Image):
+        assert prediction.image.shape == (3, h, w) and prediction.image.dtype == torch.uint8
     elif isinstance(prediction, Classification):
         assert prediction.probs.ndim == 1 and 0 <= prediction.label < len(prediction.probs)
         assert abs(float(prediction.probs.sum()) - 1) < 1e-5 and prediction.score == float(prediction.probs.max())

@@ -6,6 +6,7 @@ propagation (:mod:`lowlabel.models.propagation`) for any frame encoder, written 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +18,73 @@ from torch import Tensor
 
 from lowlabel.data.davis import DAVIS2017
 from lowlabel.data.io import save_palette_png
+from lowlabel.errors import DataError
 from lowlabel.metrics.davis import DavisEvaluator
 from lowlabel.models.propagation import PropagationConfig, propagate_video
 from lowlabel.structures import IMAGENET_MEAN, IMAGENET_STD
 
 Encoder = Callable[[Tensor], Tensor]  # (3, H, W) float input -> (C, H / stride, W / stride) features
+
+
+@dataclass
+class VideoDataConfig:
+    """Unlabeled training video and the DAVIS-layout sequences evaluation propagates through."""
+
+    root: str = "synth:quick"  # a DAVIS-layout folder, or synth:<preset>[:<seed>] (ShapesWorld davis/)
+    clips: str = ""  # unlabeled videos (.mp4 files or frame folders, any depth); "" = <root>/clips
+    crop: int = 64  # training crops, a multiple of 8 (official: 256)
+    eval_split: str = "val"
+    eval_sequences: int = 4  # sequences scored at each evaluation, the first ones of the split (0 = all)
+
+    def __post_init__(self) -> None:
+        if self.crop % 8 or self.crop < 8:
+            raise ValueError(f"data.crop must be a positive multiple of 8, got {self.crop}")
+
+
+def davis_root(cfg: VideoDataConfig) -> Path:
+    from lowlabel.data import resolve_root
+
+    return Path(resolve_root(cfg.root, "davis"))
+
+
+def clips_root(cfg: VideoDataConfig) -> Path:
+    """The unlabeled video folder: ``data.clips``, else ``<davis root>/clips`` (ShapesWorld writes its clips there)."""
+    if cfg.clips:
+        path = Path(cfg.clips).expanduser()
+        if not path.is_dir():
+            raise DataError(f"{path}: clips folder not found (data.clips)")
+        return path
+    path = davis_root(cfg) / "clips"
+    if not path.is_dir():
+        raise DataError(f"{path}: no clips folder; set data.clips to a folder of videos or frame folders")
+    return path
+
+
+def eval_dataset(cfg: VideoDataConfig, split: str) -> DAVIS2017:
+    """The first ``eval_sequences`` sequences of ``split``."""
+    full = DAVIS2017(root=davis_root(cfg), split=split)
+    keep = full.sequences if cfg.eval_sequences <= 0 else full.sequences[: cfg.eval_sequences]
+    return DAVIS2017(root=davis_root(cfg), split=split, sequences=list(keep))
+
+
+def lab_to_rgb(lab: Tensor) -> np.ndarray:
+    """(3, H, W) LAB in [-1, 1] -> (H, W, 3) uint8 RGB (the inverse of :func:`rgb_to_lab`, values clipped)."""
+    arr = (lab.detach().float().cpu().permute(1, 2, 0).numpy() * 128.0 + 128.0).clip(0, 255).round().astype(np.uint8)
+    return cv2.cvtColor(arr, cv2.COLOR_LAB2RGB)
+
+
+class LabCrops:
+    """A video item's frames (T, 3, H, W) uint8 -> (T, 3, crop, crop) LAB in [-1, 1]: the same random crop and
+    horizontal flip for every frame (frames smaller than the crop are padded with black first)."""
+
+    def __init__(self, crop: int) -> None:
+        from torchvision.transforms import v2
+
+        self.transform = v2.Compose([v2.RandomCrop(crop, pad_if_needed=True), v2.RandomHorizontalFlip()])
+
+    def __call__(self, frames: Tensor) -> Tensor:
+        cropped = self.transform(frames)
+        return torch.stack([rgb_to_lab(f.permute(1, 2, 0).numpy()) for f in cropped])
 
 
 def propagation_size(h: int, w: int, short_side: int, multiple: int = 64) -> tuple[int, int]:
