@@ -20,6 +20,7 @@ METHODS: dict[str, str] = {
     "seg": "lowlabel.methods.wsss.seg",
     "classify": "lowlabel.methods.classification.classify",
     "contrastcorr_ae": "lowlabel.methods.correspondence.colour_ae",
+    "contrastcorr": "lowlabel.methods.correspondence.contrastcorr",
 }
 
 # One line per method for `lowlabel train --help` (kept here so that --help imports no method).
@@ -31,6 +32,7 @@ SUMMARIES: dict[str, str] = {
     "seg": "segmentation stage: DeepLabV3 trained on a folder of pseudo masks",
     "classify": "image classification on an ImageNet-layout folder: the pretrained backbones (synth:pretrain)",
     "contrastcorr_ae": "ContrastCorr's first stage: the colour autoencoder, trained on unlabeled video frames",
+    "contrastcorr": "ContrastCorr (AAAI'21): self-supervised correspondence from video, scored by mask propagation",
 }
 
 

@@ -107,6 +107,16 @@ def prepare_video(cfg: Any, tmp: Path) -> Any:
     for seq in ("a", "b"):
         shutil.copytree(root / "JPEGImages" / "480p" / seq, root / "clips" / seq)
     cfg.data = dataclasses.replace(cfg.data, root=str(root), clips="", crop=16, eval_sequences=1)
+    if hasattr(cfg.data, "full"):  # contrastcorr: 24-pixel frames, a colour-autoencoder run to start from
+        from lowlabel.models.correspondence_nets import ColourAutoencoder
+
+        cfg.data = dataclasses.replace(cfg.data, full=24, max_gap=2)
+        cfg.contrastcorr = dataclasses.replace(cfg.contrastcorr, warmup_steps=0, conc_window=2, conc_start=0)
+        ae = tmp / "ae-run"
+        (ae / "checkpoints").mkdir(parents=True)
+        torch.save({"format": CHECKPOINT_FORMAT, "method": "contrastcorr_ae", "config": {},
+                    "nets": {"model": ColourAutoencoder(channels=8).state_dict()}}, ae / "checkpoints" / "last.ckpt")
+        cfg.init_from = str(ae)
     return cfg
 
 
