@@ -108,3 +108,16 @@ def test_init_from_errors_are_one_line(tmp_path: Path) -> None:
     cfg.init_from = str(ae_run(tmp_path / "other", method="sipe"))
     with pytest.raises(UserError, match="a run of 'sipe'; init_from of contrastcorr needs 'contrastcorr_ae'"):
         cc.build(cfg)
+
+
+def test_predict_propagates_a_davis_layout_folder_and_draws_other_images(tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    cfg = config(tmp_path)
+    method = cc.build(cfg)
+    nets = {**method.networks(), "colour": method.frozen_networks()["colour"].module}
+    root = Path(cfg.data.root)
+    method.predict(nets, root, tmp_path / "masks")
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["a", "b"]
+    assert len(list((tmp_path / "masks" / "a").glob("*.png"))) == 5
+    method.predict(nets, root / "JPEGImages" / "480p" / "a", tmp_path / "pca")
+    assert len(list((tmp_path / "pca").glob("*.png"))) == 5
