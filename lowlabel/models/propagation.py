@@ -85,11 +85,14 @@ def _logits(ref: Tensor, tgt: Tensor, rows: Tensor, cfg: PropagationConfig, hw: 
             ref_max: Tensor | None) -> Tensor:
     """(N_ref, n) logits of the target cells ``rows``; ``ref_max``: each reference cell's max over all targets."""
     a = ref.t() @ tgt[:, rows]
-    if cfg.mutual:
+    if cfg.mutual:  # a * (a / max_tgt) * (a / max_ref), with as few full-size temporaries as possible
         assert ref_max is not None
         tgt_max = a.amax(dim=0, keepdim=True)
-        a = a * (a / (ref_max[:, None] + MUTUAL_EPS)) * (a / (tgt_max + MUTUAL_EPS))
-    a = a / cfg.temperature
+        scaled = a / (ref_max[:, None] + MUTUAL_EPS)
+        scaled.mul_(a).mul_(a).div_(tgt_max + MUTUAL_EPS)
+        a = scaled
+    if cfg.temperature != 1.0:
+        a.div_(cfg.temperature)
     if cfg.radius > 0:
         frames = ref.shape[1] // (hw[0] * hw[1])  # joint: the window repeats for every context frame
         mask = window_mask(hw[0], hw[1], cfg.radius, rows).repeat(frames, 1)
@@ -121,12 +124,11 @@ def propagate_step(ref_feats: Tensor, ref_labels: Tensor, tgt_feats: Tensor, cfg
     for start in range(0, n, cfg.chunk):
         rows = torch.arange(start, min(start + cfg.chunk, n), device=tgt_feats.device)
         logits = _logits(ref_feats, tgt_feats, rows, cfg, hw, ref_max)  # (N_ref, n)
+        values, index = logits.topk(k, dim=0)  # the softmax keeps the order: its top-k are the logits' top-k
         if cfg.renormalize:  # softmax over the top-k logits = the kept softmax values rescaled to sum 1
-            values, index = logits.topk(k, dim=0)
             weights = values.softmax(dim=0)
-        else:
-            values, index = logits.softmax(dim=0).topk(k, dim=0)
-            weights = values
+        else:  # the kept softmax values themselves: exp(logit - logsumexp over every reference cell)
+            weights = (values - torch.logsumexp(logits, dim=0, keepdim=True)).exp()
         weights = torch.nan_to_num(weights)  # a target cell whose window holds no reference cell gets nothing
         out[:, start:start + len(rows)] = (ref_labels[:, index] * weights[None]).sum(dim=1)
     return out
