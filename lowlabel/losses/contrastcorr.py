@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 LAB_WEIGHTS = (1.0, 10.0, 10.0)
 OUTLIER_THRESHOLD = 2.5
@@ -89,6 +90,13 @@ def concentration_loss(logits: Tensor, hw: tuple[int, int], *, window: int = 8, 
     return total / count
 
 
+def _inter_block(rows: Tensor, all_ref: Tensor, all_values: Tensor, own: Tensor, ref_video: Tensor,
+                 temp: float) -> tuple[Tensor, Tensor]:
+    """One block of target cells: (carried values (n, D), attention mass inside the own video (n,))."""
+    prob = torch.softmax(rows @ all_ref * temp, dim=1)  # (n, B*N_r)
+    return prob @ all_values.t(), (prob * (ref_video[None] == own[:, None])).sum(dim=1)
+
+
 def inter_video_transform(tgt: Tensor, ref: Tensor, ref_values: Tensor, *, temp: float = 1.0,
                           chunk: int = 1024) -> tuple[Tensor, Tensor]:
     """The contrastive transformation across videos (``Batch_Contrastive``).
@@ -101,7 +109,8 @@ def inter_video_transform(tgt: Tensor, ref: Tensor, ref_values: Tensor, *, temp:
         ref: (B, C, N_r) reference features.
         ref_values: (B, D, N_r) what is carried (the colour autoencoder's features of the references).
         temp: softmax temperature factor.
-        chunk: target cells per block; the result does not depend on it.
+        chunk: target cells per block; the result does not depend on it. With gradients, each block is
+            recomputed in backward (activation checkpointing), so training never holds the whole matrix either.
 
     Returns:
         ((B, D, N_t) the carried values, the sparsity loss: mean over target cells of |sum of P over the cells of
@@ -117,9 +126,14 @@ def inter_video_transform(tgt: Tensor, ref: Tensor, ref_values: Tensor, *, temp:
     outs, sparsity = [], tgt.new_zeros(())
     for start in range(0, b * n_t, chunk):
         rows = slice(start, min(start + chunk, b * n_t))
-        prob = torch.softmax(flat_t[rows] @ all_ref * temp, dim=1)  # (n, B*N_r)
-        outs.append(prob @ all_values.t())  # (n, D)
-        inside = (prob * (ref_video[None] == own_video[rows, None])).sum(dim=1)
+        args = (flat_t[rows], all_ref, all_values, own_video[rows], ref_video, temp)
+        if torch.is_grad_enabled() and (flat_t.requires_grad or all_ref.requires_grad):
+            # keep only this block's inputs for backward and recompute its (n x B*N_r) softmax there: the memory of
+            # training stays O(chunk x B*N_r) instead of the whole matrix
+            carried, inside = checkpoint(_inter_block, *args, use_reentrant=False)
+        else:
+            carried, inside = _inter_block(*args)
+        outs.append(carried)
         sparsity = sparsity + (inside - 1.0).abs().sum()
     values = torch.cat(outs).view(b, n_t, -1).permute(0, 2, 1)
     return values, sparsity / (b * n_t)

@@ -91,3 +91,20 @@ def test_sparsity_is_zero_when_each_video_only_matches_itself() -> None:
     assert float(sparsity) == pytest.approx(0.0, abs=1e-6)
     _, mixed = L.inter_video_transform(feats, feats.flip(0), torch.zeros(2, 1, 3))  # references swapped
     assert float(mixed) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_inter_video_gradients_equal_the_dense_ones() -> None:
+    """Chunked with per-block recomputation in backward: the same gradients as the dense computation."""
+    gen = torch.Generator().manual_seed(4)
+    tgt = torch.randn(2, 4, 6, generator=gen, requires_grad=True)
+    ref = torch.randn(2, 4, 5, generator=gen, requires_grad=True)
+    values = torch.randn(2, 3, 5, generator=gen)
+    weights = torch.randn(2, 3, 6, generator=gen)
+    carried, sparsity = L.inter_video_transform(tgt, ref, values, temp=0.5, chunk=4)
+    ((carried * weights).sum() + sparsity).backward()
+    got = (tgt.grad.clone(), ref.grad.clone())
+    tgt.grad, ref.grad = None, None
+    carried, sparsity = dense_inter_video(tgt, ref, values, 0.5)
+    ((carried * weights).sum() + sparsity).backward()
+    torch.testing.assert_close(got[0], tgt.grad)
+    torch.testing.assert_close(got[1], ref.grad)
