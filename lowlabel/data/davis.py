@@ -70,11 +70,30 @@ class DAVIS2017(Dataset):
         with Image.open(self.annotation_path(seq, self.frame_paths(seq)[0].stem)) as im:
             return im.getpalette()
 
+    def _check_frames(self, seq: str, paths: list[Path]) -> None:
+        """Numbered frames must be consecutive, and every annotation must have its frame (one-line errors)."""
+        stems = [p.stem for p in paths]
+        if all(stem.isdigit() for stem in stems):
+            numbers = [int(stem) for stem in stems]
+            for before, after in zip(numbers, numbers[1:]):
+                if after != before + 1:
+                    width = len(stems[0])
+                    raise DataError(f"{paths[0].parent / f'{before + 1:0{width}d}.jpg'}: frame missing (the sequence "
+                                    f"jumps from {stems[numbers.index(before)]} to {stems[numbers.index(after)]})")
+        folder = self.root / "Annotations" / self.resolution / seq
+        if folder.is_dir():
+            known = set(stems)
+            for ann in sorted(folder.glob("*.png")):
+                if ann.stem not in known:
+                    raise DataError(f"{ann}: annotation of a frame that does not exist "
+                                    f"({self.root / 'JPEGImages' / self.resolution / seq / (ann.stem + '.jpg')})")
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         seq = self.sequences[index]
         paths = self.frame_paths(seq)
         if not paths:
             raise DataError(f"{self.root / 'JPEGImages' / self.resolution / seq}: no .jpg frames")
+        self._check_frames(seq, paths)
         frames = np.stack([load_rgb(p) for p in paths])
         t, h, w = frames.shape[:3]
         masks = np.full((t, h, w), IGNORE_INDEX, np.uint8)

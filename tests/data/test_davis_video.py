@@ -82,3 +82,42 @@ def test_frame_folders_and_corrupt_video(quick_root: Path, tmp_path: Path) -> No
         VideoClips(root=bad)
     ok = VideoClips(root=bad, skip_corrupt=True)
     assert ok.skipped == 1 and len(ok) == 1
+
+
+def _one_sequence(quick_root: Path, tmp_path: Path) -> tuple[Path, str]:
+    root = tmp_path / "davis"
+    shutil.copytree(quick_root / "davis", root, ignore=shutil.ignore_patterns("clips"))
+    seq = (root / "ImageSets" / "2017" / "val.txt").read_text().split()[0]
+    return root, seq
+
+
+def test_a_missing_frame_is_a_one_line_error(quick_root: Path, tmp_path: Path) -> None:
+    root, seq = _one_sequence(quick_root, tmp_path)
+    (root / "JPEGImages" / "480p" / seq / "00003.jpg").unlink()
+    with pytest.raises(DataError, match=r"00003.jpg: frame missing \(the sequence jumps from 00002 to 00004\)") as e:
+        DAVIS2017(root=root, split="val", sequences=[seq])[0]
+    assert "\n" not in str(e.value)
+
+
+def test_an_annotation_without_its_frame_and_a_wrong_size_mask_are_one_line_errors(quick_root: Path,
+                                                                                  tmp_path: Path) -> None:
+    root, seq = _one_sequence(quick_root, tmp_path)
+    last = sorted((root / "JPEGImages" / "480p" / seq).glob("*.jpg"))[-1]
+    shutil.copy(root / "Annotations" / "480p" / seq / "00000.png", root / "Annotations" / "480p" / seq / "00099.png")
+    with pytest.raises(DataError, match="00099.png: annotation of a frame that does not exist"):
+        DAVIS2017(root=root, split="val", sequences=[seq])[0]
+    (root / "Annotations" / "480p" / seq / "00099.png").unlink()
+    from lowlabel.data.io import save_palette_png
+
+    save_palette_png(root / "Annotations" / "480p" / seq / "00000.png", np.zeros((5, 7), np.uint8))
+    with pytest.raises(DataError, match=r"00000.png: annotation size \(5, 7\) differs from frame size"):
+        DAVIS2017(root=root, split="val", sequences=[seq])[0]
+    assert last.is_file()
+
+
+def test_an_empty_video_file_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "v").mkdir()
+    (tmp_path / "v" / "empty.mp4").write_bytes(b"")
+    with pytest.raises(DataError, match="empty.mp4: unreadable video") as e:
+        VideoClips(root=tmp_path / "v")
+    assert "\n" not in str(e.value)
