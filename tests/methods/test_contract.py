@@ -106,7 +106,7 @@ def prepare_video(cfg: Any, tmp: Path) -> Any:
     root = write_davis(tmp / "davis")
     for seq in ("a", "b"):
         shutil.copytree(root / "JPEGImages" / "480p" / seq, root / "clips" / seq)
-    cfg.data = dataclasses.replace(cfg.data, root=str(root), clips="", crop=16, eval_sequences=1)
+    cfg.data = dataclasses.replace(cfg.data, root=str(root), clips="", crop=16, eval_sequences=1, eval_short_side=0)
     if hasattr(cfg.data, "full"):  # contrastcorr: 24-pixel frames, a colour-autoencoder run to start from
         from lowlabel.models.correspondence_nets import ColourAutoencoder
 

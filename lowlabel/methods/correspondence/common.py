@@ -35,6 +35,7 @@ class VideoDataConfig:
     crop: int = 64  # training crops, a multiple of 8 (official: 256)
     eval_split: str = "val"
     eval_sequences: int = 4  # sequences scored at each evaluation, the first ones of the split (0 = all)
+    eval_short_side: int = 0  # frames resized for propagation (ContrastCorr: 560; 0 = as stored)
 
     def __post_init__(self) -> None:
         if self.crop % 8 or self.crop < 8:
