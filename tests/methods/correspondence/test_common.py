@@ -54,6 +54,7 @@ def write_davis(root: Path, frames: int = 5) -> Path:
             save_palette_png(root / "Annotations" / "480p" / seq / f"{t:05d}.png", mask)
     (root / "ImageSets" / "2017").mkdir(parents=True, exist_ok=True)
     (root / "ImageSets" / "2017" / "val.txt").write_text("a\nb\n")
+    (root / "ImageSets" / "2017" / "train.txt").write_text("b\n")
     return root
 
 
