@@ -115,10 +115,12 @@ def propagate_step(ref_feats: Tensor, ref_labels: Tensor, tgt_feats: Tensor, cfg
         (K, N) propagated soft labels.
     """
     n = tgt_feats.shape[1]
+    ref_feats = ref_feats.t().contiguous().t()  # (C, N_ref) whose transpose is contiguous: no copy per block
     ref_max = None
-    if cfg.mutual:  # each reference cell's max affinity over every target cell: one pass over the chunks
-        ref_max = torch.cat([(ref_feats.t() @ tgt_feats[:, s:s + cfg.chunk]).amax(dim=1, keepdim=True)
-                             for s in range(0, n, cfg.chunk)], dim=1).amax(dim=1)
+    if cfg.mutual:  # each reference cell's max affinity over every target cell: one pass over the chunks, reduced
+        ref_max = torch.full((ref_feats.shape[1],), float("-inf"), dtype=tgt_feats.dtype, device=tgt_feats.device)
+        for s in range(0, n, cfg.chunk):  # into one buffer (a list of per-block results fragments the heap)
+            torch.maximum(ref_max, (ref_feats.t() @ tgt_feats[:, s:s + cfg.chunk]).amax(dim=1), out=ref_max)
     out = ref_labels.new_zeros(ref_labels.shape[0], n)
     k = min(cfg.topk, ref_feats.shape[1])
     for start in range(0, n, cfg.chunk):
