@@ -21,11 +21,11 @@ from typing import Any
 
 CONFIG_NAME = "synth-quick.yaml"
 DATA_ROOT = "synth:quick"
-DATA_KINDS = ("wsol", "voc")  # what today's methods read; ShapesWorld generates every kind at once
+DATA_KINDS = ("wsol", "voc", "davis", "pretrain")  # what the methods with a quick config read
 DEFAULT_ESTIMATES = {"data": 30.0, "train": 150.0, "report": 20.0}  # seconds, before any timing is known
 TIMINGS_FILE = "timings.json"
 # Later stages of multi-stage methods: stage -> the method whose run it starts from (its ``init_from``).
-STAGES = {"seg": "sipe"}
+STAGES = {"seg": "sipe", "contrastcorr": "contrastcorr_ae"}
 
 
 @dataclass
