@@ -47,7 +47,9 @@ class PropagationConfig:
         joint: rank the cells of all reference frames together (CRW) instead of propagating from each frame and
             averaging the results (ContrastCorr).
         renormalize: rescale the kept top-k weights to sum to 1 (CRW); ContrastCorr keeps the softmax values.
-        chunk: target cells per block (memory only; the result does not depend on it).
+        chunk: target cells per block (memory and speed only; the result does not depend on it). At 560p, 256 takes
+            about a sixth of the dense memory and half its CPU time (benchmarks/README.md); smaller blocks are leaner
+            still on a CPU, a GPU may prefer larger ones.
     """
 
     topk: int = 5
@@ -58,7 +60,7 @@ class PropagationConfig:
     mutual: bool = True
     joint: bool = False
     renormalize: bool = False
-    chunk: int = 4096
+    chunk: int = 256
 
     def __post_init__(self) -> None:
         if self.topk < 1 or self.context < 0 or self.radius < 0 or self.chunk < 1 or self.temperature <= 0:
