@@ -22,6 +22,9 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument("--ckpt", type=str, required=True, help="A run folder or a checkpoint file.")
     parser.add_argument("--input", type=str, required=True, help="Input folder or file.")
     parser.add_argument("--out", type=str, required=True, help="Output folder (created).")
+    parser.add_argument("--mask", type=str | None, default=None,
+                        help="First-frame mask (palette or grey PNG of object ids) for methods that propagate it "
+                        "through a video given as --input (a video file or a folder of frames).")
     parser.add_argument("--method-config", type=str | None, default=None,
                         help="Method config YAML, needed only for weight files not written by lowlabel (.pth).")
     parser.add_argument("--trust-pickle", action="store_true",
@@ -45,8 +48,17 @@ def run(cfg: Any) -> int:
     if predict is None:
         raise UserError(f"method {cfg.method!r} has no predict(); use `lowlabel evaluate` instead")
     out = Path(cfg.out)
+    options = {}
+    if cfg.mask:
+        import inspect
+
+        if "mask" not in inspect.signature(predict).parameters:
+            raise UserError(f"method {cfg.method!r} does not propagate masks; drop --mask")
+        if not Path(cfg.mask).is_file():
+            raise FileNotFoundError(f"--mask not found: {cfg.mask}")
+        options["mask"] = Path(cfg.mask)
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        predict(loaded.nets, inputs, out)
+        predict(loaded.nets, inputs, out, **options)
     print(f"wrote predictions to {out}")
     return 0

@@ -325,16 +325,24 @@ class ContrastCorr:
         return out
 
 
-    def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
-        """A DAVIS-layout folder (``JPEGImages/<res>/<seq>/`` + first-frame ``Annotations``): every sequence's masks,
-        propagated with the configured settings, as ``out/<seq>/<frame>.png``. Any other folder or image: the
-        feature pictures of :meth:`predict_batch` as ``out/<name>.png``."""
+    def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path, mask: Path | None = None) -> None:
+        """With ``mask`` (a first-frame PNG of object ids): ``inputs`` is a video file or a folder of frames, and
+        ``out`` gets ``<frame index>.png`` masks (palette) and ``overlay.gif``. A DAVIS-layout folder
+        (``JPEGImages/<res>/<seq>/`` + first-frame ``Annotations``): every sequence's masks as
+        ``out/<seq>/<frame>.png``. Any other folder or image: the feature pictures of :meth:`predict_batch`.
+
+        Raises:
+            DataError: unreadable video, no frames, or a mask whose size differs from the frames'.
+        """
         from lowlabel.data.davis import DAVIS2017
         from lowlabel.data.io import save_rgb
         from lowlabel.methods.predict import predict_files
         from lowlabel.models.propagation import propagate_video
 
         inputs, out = Path(inputs), Path(out)
+        if mask is not None:
+            self._predict_video(nets, inputs, Path(mask), out)
+            return
         if not (inputs / "JPEGImages").is_dir():
             predict_files(self.predict_batch, nets, inputs, out,
                           lambda folder, _p, stem, _i, pred: save_rgb(folder / f"{stem}.png",
@@ -354,6 +362,36 @@ class ContrastCorr:
             frames = (rgb_to_lab(load_rgb(p)) for p in paths)
             for path, mask in zip(paths, propagate_video(encode, frames, first, cfg=cfg, stride=STRIDE)):
                 save_palette_png(out / seq / f"{path.stem}.png", mask.numpy())
+
+
+    def _predict_video(self, nets: Mapping[str, nn.Module], video: Path, mask_file: Path, out: Path) -> None:
+        import numpy as np
+        from PIL import Image as PILImage
+
+        from lowlabel.data.io import load_index_png, save_palette_png
+        from lowlabel.data.video import read_video
+        from lowlabel.errors import DataError
+        from lowlabel.models.propagation import propagate_video
+        from lowlabel.structures import voc_palette
+
+        frames = read_video(video)  # (T, H, W, 3) uint8; DataError when unreadable
+        first = load_index_png(mask_file)
+        if first.shape != frames.shape[1:3]:
+            raise DataError(f"{mask_file}: mask size {first.shape} differs from the frame size {frames.shape[1:3]} "
+                            f"of {video}")
+        ids = torch.from_numpy(np.where(first == 255, 0, first).astype("int64"))
+        cfg = CRW if self.config.contrastcorr.propagation == "crw" else PAPER
+        encode = self.encode_fn(nets["encoder"])
+        palette = np.asarray(voc_palette(), np.uint8).reshape(-1, 3)
+        overlay = []
+        out.mkdir(parents=True, exist_ok=True)
+        predicted = propagate_video(encode, (rgb_to_lab(f) for f in frames), ids, cfg=cfg, stride=STRIDE)
+        for index, (frame, pred) in enumerate(zip(frames, predicted)):
+            labels = pred.numpy()
+            save_palette_png(out / f"{index:05d}.png", labels)
+            tinted = np.where(labels[..., None] > 0, 0.5 * frame + 0.5 * palette[labels], frame)
+            overlay.append(PILImage.fromarray(tinted.astype(np.uint8)))
+        overlay[0].save(out / "overlay.gif", save_all=True, append_images=overlay[1:], duration=100, loop=0)
 
 
 def build(cfg: ContrastCorrConfig) -> ContrastCorr:

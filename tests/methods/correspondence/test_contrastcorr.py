@@ -121,3 +121,45 @@ def test_predict_propagates_a_davis_layout_folder_and_draws_other_images(tmp_pat
     assert len(list((tmp_path / "masks" / "a").glob("*.png"))) == 5
     method.predict(nets, root / "JPEGImages" / "480p" / "a", tmp_path / "pca")
     assert len(list((tmp_path / "pca").glob("*.png"))) == 5
+
+
+def test_predict_a_video_from_a_first_frame_mask_and_its_errors(tmp_path: Path) -> None:
+    """`lowlabel predict contrastcorr --input <frames> --mask first.png`: one palette mask per frame and an overlay
+    GIF; a mask of another size and a method without propagation are one-line errors."""
+    from lowlabel.cli.main import main
+    from lowlabel.data.io import save_palette_png
+    from lowlabel.engine import fit
+    from lowlabel.errors import DataError
+
+    torch.set_num_threads(1)
+    cfg = config(tmp_path)
+    root = Path(cfg.data.root)
+    torch.manual_seed(0)
+    fit(cc.build(cfg), run_dir=tmp_path / "run", progress=False)
+    frames = root / "JPEGImages" / "480p" / "a"
+    first = root / "Annotations" / "480p" / "a" / "00000.png"
+    assert main(["predict", "contrastcorr", "--ckpt", str(tmp_path / "run"), "--input", str(frames),
+                 "--mask", str(first), "--out", str(tmp_path / "pred")]) == 0
+    assert len(list((tmp_path / "pred").glob("0000*.png"))) == 5 and (tmp_path / "pred" / "overlay.gif").is_file()
+    save_palette_png(tmp_path / "small.png", torch.zeros(4, 4, dtype=torch.uint8).numpy())
+    method = cc.build(cfg)
+    nets = {**method.networks(), "colour": method.frozen_networks()["colour"].module}
+    with pytest.raises(DataError, match=r"small.png: mask size \(4, 4\) differs from the frame size \(16, 24\)"):
+        method.predict(nets, frames, tmp_path / "bad", mask=tmp_path / "small.png")
+
+
+def test_mask_option_on_a_method_without_propagation_is_an_error(tmp_path: Path, capsys) -> None:
+    from lowlabel.cli.main import main
+    from lowlabel.engine import fit
+    from lowlabel.methods.correspondence import colour_ae
+
+    torch.set_num_threads(1)
+    cfg = config(tmp_path)
+    ae_cfg = colour_ae.ColourAEConfig(data=colour_ae.VideoDataConfig(root=cfg.data.root, crop=16, eval_sequences=1),
+                                      model=colour_ae.ColourAEModelConfig(channels=8),
+                                      trainer=TrainerConfig(max_steps=1, batch_size=2, accelerator="cpu"))
+    fit(colour_ae.build(ae_cfg), run_dir=tmp_path / "ae-run", progress=False)
+    mask = Path(cfg.data.root) / "Annotations" / "480p" / "a" / "00000.png"
+    code = main(["predict", "contrastcorr_ae", "--ckpt", str(tmp_path / "ae-run"), "--input", str(mask),
+                 "--mask", str(mask), "--out", str(tmp_path / "p")])
+    assert code != 0 and "does not propagate masks; drop --mask" in capsys.readouterr().err
