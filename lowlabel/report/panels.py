@@ -103,9 +103,29 @@ def draw_segmentation(sample: Mapping[str, Any]) -> Panel:
     return Panel(tiles=tiles, legend=legend, caption=sample_caption(sample))
 
 
+def draw_propagation(sample: Mapping[str, Any]) -> Panel:
+    """A strip of frames of one sequence with the propagated masks overlaid (object colours), then the GT of the last
+    frame shown."""
+    frames = np.asarray(sample["frames"], dtype=np.uint8)
+    preds = np.asarray(sample["pred"], dtype=np.uint8)
+    names = [str(n) for n in np.asarray(sample.get("frame_names", []), dtype=str).reshape(-1)]
+    palette = np.asarray(palette_colors(), dtype=np.float32)
+    tiles = []
+    for i, (frame, pred) in enumerate(zip(frames, preds)):
+        tint = np.where((pred > 0)[..., None], 0.45 * frame + 0.55 * palette[pred], frame).astype(np.uint8)
+        tiles.append(Tile(f"frame {names[i] if i < len(names) else i}", _upscale(tint)[0]))
+    if sample.get("gt") is not None:
+        gt = np.asarray(sample["gt"], dtype=np.uint8)[-1]
+        tiles.append(Tile("ground truth (last frame)", _upscale(colorize(gt))[0]))
+    objects = sorted(set(np.unique(preds).tolist()) - {0})
+    legend = [(f"object {k}", palette_colors()[k]) for k in objects]
+    return Panel(tiles=tiles, legend=legend, caption=sample_caption(sample))
+
+
 PANELS: dict[str, PanelFn] = {
     "localization": draw_localization,
     "segmentation": draw_segmentation,
+    "propagation": draw_propagation,
 }
 
 

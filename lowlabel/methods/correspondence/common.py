@@ -21,8 +21,10 @@ from lowlabel.data.io import save_palette_png
 from lowlabel.errors import DataError
 from lowlabel.metrics.davis import DavisEvaluator
 from lowlabel.models.propagation import PropagationConfig, propagate_video
+from lowlabel.samples import SampleKeeper, save_sample, write_per_image
 from lowlabel.structures import IMAGENET_MEAN, IMAGENET_STD
 
+STRIP_FRAMES = 5  # frames of a sequence shown in the report's propagation strip
 Encoder = Callable[[Tensor], Tensor]  # (3, H, W) float input -> (C, H / stride, W / stride) features
 
 
@@ -184,9 +186,12 @@ def _inputs(frames: np.ndarray, size: tuple[int, int], prepare: Callable[[np.nda
 
 def evaluate_davis(encode: Encoder, dataset: DAVIS2017, out_dir: Path, *, cfg: PropagationConfig, stride: int,
                    short_side: int = 0, prepare: Callable[[np.ndarray], Tensor] = rgb_to_lab,
-                   progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                   progress: Callable[[str], None] | None = None, samples_dir: Path | None = None,
+                   num_samples: int = 3) -> dict[str, Any]:
     """Propagate each sequence's first mask, write ``out_dir/<seq>/<frame>.png`` (palette PNGs, as DAVIS results),
-    score them with the DAVIS-2017 protocol.
+    score them with the DAVIS-2017 protocol. For the report, ``samples_dir`` (when given) gets ``per_image.csv`` (J&F
+    per sequence) and ``samples/`` strips of :data:`STRIP_FRAMES` frames of the first and the worst ``num_samples``
+    sequences (kind ``propagation``).
 
     Args:
         encode: the frame encoder (called under no_grad, one frame at a time).
@@ -203,6 +208,8 @@ def evaluate_davis(encode: Encoder, dataset: DAVIS2017, out_dir: Path, *, cfg: P
     """
     evaluator = DavisEvaluator()
     out_dir = Path(out_dir)
+    keeper = SampleKeeper(dataset.sequences, num_samples, num_samples)
+    scores = {}
     for index in range(len(dataset)):
         item = dataset[index]
         name = item["name"]
@@ -220,7 +227,18 @@ def evaluate_davis(encode: Encoder, dataset: DAVIS2017, out_dir: Path, *, cfg: P
         for frame_name, pred in zip(item["frame_names"], predicted):
             save_palette_png(out_dir / name / f"{frame_name}.png", pred.numpy())
             preds.append(pred.numpy())
+        before = set(evaluator.per_object)
         evaluator.update(name, item["masks"].numpy(), np.stack(preds))
+        objects = [evaluator.per_object[k] for k in evaluator.per_object if k not in before]
+        scores[name] = 100.0 * float(np.mean([(o["J-Mean"] + o["F-Mean"]) / 2 for o in objects])) if objects else 0.0
+        picks = np.linspace(0, len(frames) - 1, min(STRIP_FRAMES, len(frames))).round().astype(int)
+        keeper.offer(name, scores[name], {"image": frames[0], "frames": frames[picks], "pred": np.stack(preds)[picks],
+                                          "gt": item["masks"].numpy()[picks],
+                                          "frame_names": np.asarray(item["frame_names"])[picks]})
+    if samples_dir is not None:
+        for name, arrays in keeper.chosen():
+            save_sample(samples_dir, name, "propagation", label=f"J&F {scores[name]:.1f}", **arrays)
+        write_per_image(samples_dir, scores)
     metrics = {k: 100.0 * v for k, v in evaluator.compute().items()}
     per_sequence = {k: {m: 100.0 * o[m] for m in ("J-Mean", "F-Mean")} for k, o in evaluator.per_object.items()}
     return {"metrics": metrics, "per_sequence": per_sequence}

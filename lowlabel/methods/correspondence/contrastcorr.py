@@ -294,7 +294,7 @@ class ContrastCorr:
         cfg = CRW if self.config.contrastcorr.propagation == "crw" else PAPER
         result = evaluate_davis(self.encode_fn(nets["encoder"]), eval_dataset(self.config.data, split),
                                 Path(out_dir) / "masks", cfg=cfg, stride=STRIDE,
-                                short_side=self.config.data.eval_short_side)
+                                short_side=self.config.data.eval_short_side, samples_dir=Path(out_dir))
         per_object = {key: {k: v["J-Mean"] if k == "J" else v["F-Mean"] for k in ("J", "F")}
                       for key, v in result["per_sequence"].items()}
         per_class = {"J-Mean": {k: v["J"] for k, v in per_object.items()},

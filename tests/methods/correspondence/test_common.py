@@ -71,11 +71,22 @@ def test_an_encoder_that_sees_the_objects_scores_100(tmp_path: Path) -> None:
         seq, t = next(order)
         return F.one_hot(torch.from_numpy(masks[seq][t].copy()).long(), 3).permute(2, 0, 1).float() * 4.0
 
-    result = evaluate_davis(encode, dataset, tmp_path / "out", cfg=PropagationConfig(topk=5, mutual=False), stride=1)
+    result = evaluate_davis(encode, dataset, tmp_path / "out", cfg=PropagationConfig(topk=5, mutual=False), stride=1,
+                            samples_dir=tmp_path / "eval", num_samples=1)
     assert result["metrics"]["J&F-Mean"] == pytest.approx(100.0)
     assert sorted(result["per_sequence"]) == ["a_1", "a_2", "b_1", "b_2"]
     written = load_index_png(tmp_path / "out" / "b" / "00003.png")
     assert np.array_equal(written, masks["b"][3])
+    from lowlabel.samples import load_sample, read_per_image
+
+    assert read_per_image(tmp_path / "eval" / "per_image.csv") == {"a": 100.0, "b": 100.0}
+    strip = load_sample(tmp_path / "eval" / "samples" / "a.npz")  # the first sequence (the worst is b, a tie)
+    assert strip["kind"] == "propagation" and strip["frames"].shape == (5, 16, 24, 3)
+    assert np.array_equal(strip["pred"], strip["gt"]) and list(strip["frame_names"]) == [f"{t:05d}" for t in range(5)]
+    from lowlabel.report.panels import draw_panel
+
+    panel = draw_panel(strip)
+    assert [t.title for t in panel.tiles][-1] == "ground truth (last frame)" and len(panel.tiles) == 6
 
 
 def test_the_raw_pixel_baseline_runs_and_is_below_perfect(tmp_path: Path) -> None:
