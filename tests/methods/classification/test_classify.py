@@ -108,10 +108,13 @@ def test_the_cached_run_loads_into_every_backbone_that_takes_pretrained(tmp_path
     tv18 = train(config(root, backbone="resnet18", steps=1), pretrain_cache_dir("quick", 1, "resnet18"))
     body = {k[len("backbone."):]: v for k, v in small.model.state_dict().items() if k.startswith("backbone.body.")}
 
+    from lowlabel.models.correspondence_nets import frame_encoder  # ContrastCorr's encoders take pretrained too
+
+    corr_small = frame_encoder("resnet_small", width=8, pretrained="synth:pretrain:quick:1").backbone
     wsol = build_backbone(name="resnet_small", width=8, pretrained="synth:pretrain:quick:1")
     wsss = build_staged_backbone("resnet_small", width=8, pretrained="synth:pretrain:quick:1", frozen_bn=True,
                                  freeze_stem=True)
-    for net in (wsol, wsss):
+    for net in (wsol, wsss, corr_small):
         state = net.state_dict()
         assert all(torch.equal(state[k], v) for k, v in body.items())
     assert not any(p.requires_grad for p in wsss.body[0].parameters())
@@ -121,7 +124,8 @@ def test_the_cached_run_loads_into_every_backbone_that_takes_pretrained(tmp_path
     staged = build_staged_backbone("resnet18_os16", pretrained="synth:pretrain:quick:1", frozen_bn=False,
                                    freeze_stem=False)
     seg = SegNet(arch="deeplabv3_small", num_classes=3, pretrained_backbone="synth:pretrain:quick:1")
-    for net in (staged, seg):
+    corr18 = frame_encoder("resnet18_os8", pretrained="synth:pretrain:quick:1")
+    for net in (staged, seg, corr18):
         tensors = list(net.state_dict().values())
         assert all(any(t.shape == v.shape and torch.equal(t, v) for t in tensors) for v in ref.values())
 
