@@ -37,6 +37,7 @@ tr.method th[scope=row]{background:#e8f0fe}
 .headline td:nth-child(-n+2){text-align:left}
 caption{text-align:left;font-weight:600;padding:.2em 0}
 .row{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start;margin:.5em 0 1.2em}
+.row.same-image{flex-wrap:nowrap;overflow-x:auto}
 figure{margin:0;border:1px solid #ddd;border-radius:4px;padding:.4em;background:#fafafa}
 figure .tiles{display:flex;gap:.3em}
 figure .tile{display:flex;flex-direction:column;align-items:center;font-size:.75em;color:#555}
@@ -145,7 +146,7 @@ def _samples_section(comp: Comparison, assets: _Assets, max_samples: int) -> str
     rows = []
     for image_id in ids:
         figs = [_panel_figure(run, image_id, assets, label=run.label) for run in runs]
-        rows.append(f'<div class="row">{"".join(figs)}</div>')
+        rows.append(f'<div class="row same-image">{"".join(figs)}</div>')  # baseline and method on one row, always
     return f'<h3>{escape(comp.title)}</h3>{"".join(rows)}'
 
 

@@ -115,6 +115,11 @@ class Browser:
         self.call("Page.navigate", {"url": url}, session=True)
         self.wait_event("Page.loadEventFired")
 
+    def set_width(self, width: int, height: int = 900) -> None:
+        """Emulate a window ``width`` CSS pixels wide (the page re-lays out)."""
+        self.call("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session=True)
+
     def evaluate(self, expression: str) -> Any:
         """The JSON value of a JS expression evaluated in the page."""
         result = self.call("Runtime.evaluate", {"expression": expression, "returnByValue": True}, session=True)

@@ -82,3 +82,21 @@ def metrics_method(run: Path) -> str:
     import yaml
 
     return yaml.safe_load((run / "config.yaml").read_text())["method"]
+
+
+ROWS = """JSON.stringify([...document.querySelectorAll('#qualitative .row')].map(
+  row => [...row.querySelectorAll(':scope > figure')].map(f => f.getBoundingClientRect().top)))"""
+
+
+@pytest.mark.parametrize("width", [700, 1400])
+def test_same_image_panels_stay_on_one_row(browser: Browser, fake_run, tmp_path: Path, width: int) -> None:
+    """Baseline and method side by side on one row per image at a narrow and a wide window (the narrow row
+    scrolls sideways instead of stacking)."""
+    fake_run("cam", method="cam", metrics={"MaxBoxAccV2": 48.0})
+    fake_run("da_wsol", method="da_wsol", metrics={"MaxBoxAccV2": 57.0})
+    index = write_report([tmp_path / "runs"], tmp_path / "report")
+    browser.set_width(width)
+    browser.open(index.as_uri())
+    rows = json.loads(browser.evaluate(ROWS))
+    assert rows and all(len(tops) == 2 and tops[0] == tops[1] for tops in rows), rows
+    browser.screenshot(ARTIFACTS / f"report-{width}px.png")
