@@ -24,6 +24,11 @@ for s in $seeds; do
       --out "$dir/seed-classes-all"
   fi
 done
+"${PYTHON:-.venv/bin/python}" benchmarks/write_result.py --study sipe-seed-classes \
+  --command "bash benchmarks/studies/sipe_seed_classes.sh $out \"$seeds\"" \
+  --row "SIPE, seeds from the image's classes (ours, the default)" method "$out/sipe-s*" mIoU pseudo_mIoU CorLoc \
+  --row "SIPE, every class competes (official make_cam, --sipe.seed_classes all)" ablation \
+    "$out/sipe-s*::seed-classes-all/metrics.json" mIoU pseudo_mIoU CorLoc
 "${PYTHON:-.venv/bin/python}" - "$out" $seeds <<'PY'
 import json, statistics, sys
 from pathlib import Path

@@ -1,0 +1,194 @@
+"""Study results, one JSON file per study, the single source of the README's results tables.
+
+A study script (``benchmarks/studies/*.sh``) ends by writing ``benchmarks/results/<study>.json`` from the
+``metrics.json`` of its run folders::
+
+    {"study": "wsol-full", "command": "bash benchmarks/studies/wsol_full.sh", "commit": "c76bb3b...",
+     "date": "2026-12-04", "shapesworld": "1.5",
+     "rows": [{"run": "da_wsol", "role": "method", "seeds": [0, 1, 2],
+               "metrics": {"MaxBoxAccV2": {"mean": 53.13, "std": 0.98, "values": [52.1, 53.2, 54.1]}}},
+              {"run": "cam", "role": "baseline", ...},
+              {"run": "da_wsol without ...", "role": "ablation", ...}]}
+
+Values are percent, as the runs report them; ``std`` is the sample standard deviation (0 for one seed). The first
+metric of a row is the study's headline metric. ``benchmarks/results_readme.py`` renders every file into the README
+between ``<!-- result:<study> -->`` and ``<!-- /result -->`` markers, and a test fails when they disagree.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lowlabel.errors import UserError
+
+ROLES = ("method", "baseline", "ablation", "reference")
+
+
+@dataclass(frozen=True)
+class RowSpec:
+    """One row of a study: ``run`` label, ``role``, its run folders (one per seed) and the metrics to keep (in
+    order; the first is the headline)."""
+
+    run: str
+    role: str
+    run_dirs: Sequence[Path]
+    metrics: Sequence[str]
+    metrics_file: str = "metrics.json"  # relative to each run folder (a held-out evaluation may live elsewhere)
+
+
+def _seed(run_dir: Path) -> int | None:
+    import yaml
+
+    config = Path(run_dir) / "config.yaml"
+    if not config.is_file():
+        return None
+    data = yaml.safe_load(config.read_text()) or {}
+    seed = (data.get("trainer") or {}).get("seed")
+    return int(seed) if seed is not None else None
+
+
+def collect_row(spec: RowSpec) -> dict[str, Any]:
+    """Read each run folder's metrics into ``{"run", "role", "seeds", "metrics": {k: {mean, std, values}}}``.
+
+    Raises:
+        UserError: an unknown role, a run folder without its metrics file, or a metric missing from one.
+    """
+    if spec.role not in ROLES:
+        raise UserError(f"result row {spec.run!r}: role {spec.role!r} is not one of {', '.join(ROLES)}")
+    if not spec.run_dirs:
+        raise UserError(f"result row {spec.run!r}: no run folders")
+    values: dict[str, list[float]] = {k: [] for k in spec.metrics}
+    seeds = []
+    for run_dir in spec.run_dirs:
+        path = Path(run_dir) / spec.metrics_file
+        if not path.is_file():
+            raise UserError(f"{path}: not found (result row {spec.run!r})")
+        metrics = json.loads(path.read_text())
+        for key in spec.metrics:
+            if key not in metrics:
+                raise UserError(f"{path}: no metric {key!r} (result row {spec.run!r})")
+            values[key].append(float(metrics[key]))
+        seeds.append(_seed(Path(run_dir)))
+    return {"run": spec.run, "role": spec.role, "seeds": seeds,
+            "metrics": {k: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                            "values": v} for k, v in values.items()}}
+
+
+def git_commit(repo: Path) -> str:
+    """The checked-out commit of ``repo`` ("unknown" outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return out.stdout.strip()
+
+
+def runs_commit(rows: Sequence[RowSpec]) -> str | None:
+    """The commit every run folder's ``env.json`` records (``+dirty`` when one was made from a modified tree), or
+    None when they differ or do not say."""
+    seen = set()
+    for spec in rows:
+        for run_dir in spec.run_dirs:
+            env = Path(run_dir) / "env.json"
+            git = json.loads(env.read_text()).get("git", {}) if env.is_file() else {}
+            if not git.get("commit"):
+                return None
+            seen.add(git["commit"] + ("+dirty" if git.get("dirty") else ""))
+    return seen.pop() if len(seen) == 1 else None
+
+
+def build_result(study: str, command: str, rows: Sequence[RowSpec], *, repo: Path, shapesworld: str) -> dict[str, Any]:
+    """The result document of one study (see the module docstring). Its commit is the one the runs were made with
+    (their ``env.json``), else the checked-out one."""
+    return {"study": study, "command": command, "commit": runs_commit(rows) or git_commit(repo),
+            "date": time.strftime("%Y-%m-%d"), "shapesworld": shapesworld, "rows": [collect_row(r) for r in rows]}
+
+
+def write_result(path: Path, result: dict[str, Any]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    return path
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    """A result file, checked: one-line errors name the file and what is wrong."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise UserError(f"{path}: cannot read result file ({err.strerror})") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path}: malformed result file (JSON: {err.msg} at line {err.lineno})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: malformed result file (expected a JSON object)")
+    for key in ("study", "command", "commit", "date", "shapesworld", "rows"):
+        if key not in data:
+            raise UserError(f"{path}: malformed result file (no {key!r})")
+    if not isinstance(data["rows"], list) or not data["rows"]:
+        raise UserError(f"{path}: malformed result file ('rows' must be a non-empty list)")
+    for i, row in enumerate(data["rows"]):
+        if not isinstance(row, dict) or not {"run", "role", "seeds", "metrics"} <= set(row):
+            raise UserError(f"{path}: malformed result file (row {i} needs run, role, seeds and metrics)")
+        if row["role"] not in ROLES:
+            raise UserError(f"{path}: row {i} ({row['run']!r}) has role {row['role']!r}, not one of {', '.join(ROLES)}")
+        for name, stat in row["metrics"].items():
+            if not isinstance(stat, dict) or not {"mean", "std", "values"} <= set(stat):
+                raise UserError(f"{path}: row {i} ({row['run']!r}) metric {name!r} needs mean, std and values")
+    return data
+
+
+def markdown_table(result: dict[str, Any]) -> str:
+    """The study as a Markdown table: one column per metric (union, in first-seen order), ``mean ± std``, and the
+    seeds; empty cells where a row lacks a metric."""
+    keys: list[str] = []
+    for row in result["rows"]:
+        keys += [k for k in row["metrics"] if k not in keys]
+    lines = ["| run | seeds | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
+    for row in result["rows"]:
+        seeds = ", ".join("?" if s is None else str(s) for s in row["seeds"])
+        cells = []
+        for key in keys:
+            stat = row["metrics"].get(key)
+            if stat is None:
+                cells.append("")
+            elif len(stat["values"]) > 1:
+                cells.append(f"{stat['mean']:.1f} ± {stat['std']:.1f}")
+            else:
+                cells.append(f"{stat['mean']:.1f}")
+        lines.append(f"| {row['run']} | {seeds} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_readme(text: str, results: dict[str, dict[str, Any]]) -> str:
+    """``text`` with the block between ``<!-- result:<study> -->`` and ``<!-- /result -->`` replaced by the
+    study's table and its command, for every study in ``results``.
+
+    Raises:
+        UserError: a marker names a study without a result file, or a marker is not closed.
+    """
+    out, pos = [], 0
+    while True:
+        start = text.find("<!-- result:", pos)
+        if start < 0:
+            out.append(text[pos:])
+            return "".join(out)
+        head_end = text.index("-->", start) + 3
+        study = text[start + len("<!-- result:"):head_end - 3].strip()
+        end = text.find("<!-- /result -->", head_end)
+        if end < 0:
+            raise UserError(f"README: the block of result {study!r} is not closed with <!-- /result -->")
+        if study not in results:
+            raise UserError(f"README: no benchmarks/results file for study {study!r}")
+        result = results[study]
+        block = (f"\n{markdown_table(result)}\n\n`{result['command']}` (commit {result['commit'][:7]}, "
+                 f"{result['date']}, ShapesWorld {result['shapesworld']})\n")
+        out += [text[pos:head_end], block]
+        pos = end
