@@ -28,7 +28,7 @@ from lowlabel.models.weights import (
     read_weights,
 )
 
-__all__ = ["export_backbone", "from_pretrained", "load_weights", "read_weights", "save_pretrained"]
+__all__ = ["export_backbone", "from_pretrained", "load", "load_weights", "read_weights", "save_pretrained"]
 
 FORMAT = PRETRAINED_FORMAT
 WEIGHTS = PRETRAINED_WEIGHTS
@@ -139,3 +139,25 @@ def export_backbone(run_or_weights: str | Path, out_file: str | Path) -> Path:
     save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(out),
               metadata={"format": "lowlabel-backbone", "source": str(weights.file)})
     return out
+
+
+def load(path: str | Path, *, method_name: str | None = None, trust_pickle: bool = False) -> LoadedMethod:
+    """A trained method from a run folder, a checkpoint file or a ``save_pretrained`` folder, in eval mode and ready
+    for ``.predict(images)`` (``lowlabel.load`` is this function).
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        UserError: a folder that is neither a run (``checkpoints/``) nor a ``save_pretrained`` folder, or weights of
+            another method than ``method_name``.
+    """
+    from lowlabel.engine.run import load_method_from_run
+
+    folder = Path(path)
+    if not folder.exists():
+        raise FileNotFoundError(f"lowlabel.load: {folder} does not exist")
+    if folder.is_dir() and (folder / CONFIG).is_file() and (folder / WEIGHTS).is_file():
+        return from_pretrained(folder, method_name=method_name)
+    if folder.is_dir() and not (folder / "checkpoints").is_dir():
+        raise UserError(f"lowlabel.load: {folder} is not a run folder (no checkpoints/) nor a save_pretrained folder "
+                        f"({CONFIG} + {WEIGHTS})")
+    return load_method_from_run(folder, method_name=method_name, trust_pickle=trust_pickle)

@@ -6,6 +6,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from lowlabel.engine.config import config_from_dict, load_config_file
@@ -36,6 +37,37 @@ class LoadedMethod:
     ckpt_path: Path
     step: int | None = None
     frozen: dict[str, Frozen] = dataclasses.field(default_factory=dict)
+
+    def predict(self, images: Any) -> Any:
+        """The method's ``predict_batch`` on ``images``: a list (or one) of PIL images, (H, W, 3) uint8 arrays or
+        (3, H, W) uint8 tensors; returns the typed predictions (one, for one image), without gradients."""
+        from lowlabel.models.modes import eval_mode
+
+        single = not isinstance(images, (list, tuple))
+        batch = [_as_image_tensor(img) for img in ([images] if single else images)]
+        predict_batch = getattr(self.method, "predict_batch", None)
+        if predict_batch is None:
+            raise UserError(f"method {self.method.name!r} has no predict_batch")
+        with eval_mode(self.nets.values()):
+            out = predict_batch(self.nets, batch)
+        return out[0] if single else out
+
+
+def _as_image_tensor(image: Any) -> torch.Tensor:
+    """A (3, H, W) uint8 tensor from a PIL image, an (H, W, 3) uint8 array or a (3, H, W) uint8 tensor."""
+    import numpy as np
+
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, np.ndarray):
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise UserError(f"predict: an array image must be (H, W, 3) uint8, got {image.dtype} {image.shape}")
+        return torch.from_numpy(np.array(image, copy=True)).permute(2, 0, 1)  # PIL's arrays are read-only
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3 or image.dtype != torch.uint8:
+            raise UserError(f"predict: a tensor image must be (3, H, W) uint8, got {image.dtype} {tuple(image.shape)}")
+        return image
+    raise UserError(f"predict: unsupported image type {type(image).__name__} (PIL image, numpy array or tensor)")
 
 
 def find_checkpoint(run_or_ckpt: str | Path) -> tuple[Path, Path | None]:
