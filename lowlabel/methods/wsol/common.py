@@ -262,13 +262,34 @@ def localize(model: CAMNet, images: Sequence[torch.Tensor], *, crop_size: int,
 
 def write_localization(out: Path, source: Path, name: str, image: np.ndarray, pred: Localization,
                        class_names: list[str] | None) -> dict[str, Any]:
-    """``<out>/<name>_cam.png`` (the heat map over the image); returns the ``boxes.json`` row."""
+    """``<out>/<name>_cam.png``: the heat map over the image with the predicted boxes (the top one thick), the class
+    name and its score, as detection toolkits draw them; returns the ``boxes.json`` row."""
     target = out / f"{name}_cam.png"
     overlay = _overlay(image, pred.heatmap.numpy())
+    label = class_names[pred.label] if class_names else f"class {pred.label}"
+    draw_boxes_with_label(overlay, pred.boxes.numpy(), f"{label} {pred.score:.2f}")
     if not cv2.imwrite(str(target), cv2.cvtColor(overlay, cv2.COLOR_RGB2BGR)):
         raise OSError(f"could not write {target}")
     return {"image": str(source), "class": pred.label, "class_name": class_names[pred.label] if class_names else None,
             "score": pred.score, "boxes": pred.boxes.numpy().astype(int).tolist(), "overlay": target.name}
+
+
+def draw_boxes_with_label(image: np.ndarray, boxes: np.ndarray, text: str) -> np.ndarray:
+    """Draw ``boxes`` (N, 4) xyxy inclusive pixels on the RGB ``image`` in place: the first (the top box) 2 px wide
+    with ``text`` on a filled tag above it (inside the image), the others 1 px."""
+    h, w = image.shape[:2]
+    colour = (255, 255, 255)
+    for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes, dtype=np.float64).reshape(-1, 4).round().astype(int)):
+        cv2.rectangle(image, (int(x0), int(y0)), (int(x1), int(y1)), colour, 2 if i == 0 else 1)
+        if i == 0 and text:
+            scale = max(0.3, min(h, w) / 400)
+            (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+            ty = max(int(y0), th + base + 2)
+            tx = min(max(int(x0), 0), max(w - tw - 2, 0))
+            cv2.rectangle(image, (tx, ty - th - base - 2), (tx + tw + 2, ty), colour, -1)
+            cv2.putText(image, text, (tx + 1, ty - base - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                        cv2.LINE_AA)
+    return image
 
 
 def _overlay(image: np.ndarray, heat: np.ndarray, alpha: float = 0.5) -> np.ndarray:
