@@ -123,13 +123,10 @@ def export_backbone(run_or_weights: str | Path, out_file: str | Path) -> Path:
     """
     from safetensors.torch import save_file
 
-    from lowlabel.models.weights import read_weights
+    from lowlabel.models.weights import read_weights, single_network
 
     weights = read_weights(run_or_weights)
-    nets = weights.nets
-    if len(nets) != 1 and "model" not in nets:
-        raise ValueError(f"{weights.file}: holds networks {sorted(nets)}; expected one backbone network")
-    state = nets["model"] if "model" in nets else next(iter(nets.values()))
+    state = single_network(weights, weights.file)
     body = {k: v for k, v in state.items() if k.startswith("backbone.body.")}
     tensors = body or {k: v for k, v in state.items() if not k.startswith("fc.")}
     if not tensors:

@@ -236,7 +236,7 @@ def load_torchvision_weights(model: nn.Module, path: str) -> None:
     """
     file = Path(path)
     if file.is_dir() or file.suffix == ".ckpt":  # a lowlabel run (classify on a torchvision ResNet) or checkpoint
-        state = _single_network(read_weights(file), file)
+        state = single_network(read_weights(file), file)
         _load_torchvision_state(model, state, file)
         return
     if not file.is_file():
@@ -257,7 +257,7 @@ def load_torchvision_weights(model: nn.Module, path: str) -> None:
     _load_torchvision_state(model, state, file)
 
 
-def _single_network(weights: Weights, source: Path) -> dict[str, torch.Tensor]:
+def single_network(weights: Weights, source: Path) -> dict[str, torch.Tensor]:
     """The state dict of the one network (or the one called ``model``) in ``weights``."""
     nets = weights.nets
     if len(nets) == 1:

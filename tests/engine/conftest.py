@@ -1,12 +1,8 @@
-"""Engine tests run single-threaded (deterministic CPU kernels, no oversubscription on a 2-core machine)."""
+"""Engine tests run single-threaded (the shared ``one_thread`` fixture of tests/conftest.py)."""
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread: None) -> None:
+    """Every engine test uses ``one_thread``."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -11,13 +10,7 @@ import torch
 from lowlabel.losses import lgcl as L
 from lowlabel.models.lgcl_nets import AttentionTranslator, LocalGlobalHeads, lg_features
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def unit(x: torch.Tensor) -> torch.Tensor:

@@ -10,13 +10,7 @@ import torch.nn.functional as F
 
 from lowlabel.losses import regionclip as R
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def dense_clip_loss(image: torch.Tensor, text: torch.Tensor, scale: float) -> tuple[float, float]:

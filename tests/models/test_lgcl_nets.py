@@ -4,7 +4,6 @@ PatchGAN's 70 x 70 receptive field, and the projection heads."""
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -12,13 +11,7 @@ from torch import nn
 
 from lowlabel.models import lgcl_nets as N
 
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def test_encoder_strides_and_cut_tap_shapes_on_shapesworld_size() -> None:

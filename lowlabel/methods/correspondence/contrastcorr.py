@@ -63,7 +63,7 @@ from lowlabel.methods.correspondence.common import (
 )
 from lowlabel.models.correspondence_nets import ENCODERS, ColourAutoencoder, frame_encoder
 from lowlabel.models.propagation import CRW, PAPER
-from lowlabel.models.weights import read_stage
+from lowlabel.models.weights import read_stage, single_network
 from lowlabel.structures import Image
 
 STRIDE = 8
@@ -168,7 +168,10 @@ def load_colour_ae(init_from: str) -> Frozen:
         raise UserError("contrastcorr: init_from is empty; train the colour autoencoder first "
                         "(lowlabel train contrastcorr_ae ...) and pass its run folder as --init_from")
     weights = read_stage(init_from, stage="contrastcorr", accepts=("contrastcorr_ae",))
-    state = weights.nets.get("model") or next(iter(weights.nets.values()))
+    try:
+        state = single_network(weights, weights.file)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     channels = int(state["encoder.6.0.weight"].shape[0]) if "encoder.6.0.weight" in state else None
     if channels is None:
         raise UserError(f"{weights.file}: not a colour autoencoder (no encoder.6.0.weight)")
