@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # ContrastCorr vs its intra-only ablation vs raw-pixel affinity on ShapesWorld `full` davis/, 3 seeds, the same budget.
 # The colour autoencoder is trained once (seed 0). Checkpoints are chosen on 10 davis/ train sequences (never
-# trained on: training reads clips/); the table scores all 20 held-out val sequences. Finished steps are skipped
+# trained on: training reads clips/); the table scores all 20 held-out val sequences. Writes
+# benchmarks/results/contrastcorr-full.json. Finished steps are skipped
 # (DONE files), a killed run resumes from its last checkpoint.
 # Usage: bash benchmarks/studies/contrastcorr_full.sh [OUT=runs/contrastcorr-full] [SEEDS="0 1 2"]
 set -euo pipefail
@@ -36,19 +37,11 @@ for s in $seeds; do
   wait
 done
 "$py" benchmarks/propagation_baselines.py --root synth:full --strides 8 > "$out/pixels.md"
-"$py" - "$out" $seeds <<'PY'
-import json, statistics, sys
-from pathlib import Path
-out, seeds = Path(sys.argv[1]), sys.argv[2:]
-print(f"| run (seeds {', '.join(seeds)}) | J&F | J | F |")
-print("|---|---|---|---|")
-for name in ("contrastcorr", "intra-only"):
-    ms = [json.loads((out / f"{name}-s{s}" / "heldout" / "metrics.json").read_text()) for s in seeds]
-    cells = []
-    for key in ("J&F-Mean", "J-Mean", "F-Mean"):
-        vals = [m[key] for m in ms]
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        cells.append(f"{statistics.mean(vals):.1f} ± {sd:.1f}")
-    print(f"| {name} | " + " | ".join(cells) + " |")
-print((out / "pixels.md").read_text())
-PY
+"$py" benchmarks/write_result.py --study contrastcorr-full \
+  --command "bash benchmarks/studies/contrastcorr_full.sh $out \"$seeds\"" \
+  --row "ContrastCorr" method "$out/contrastcorr-s*::heldout/metrics.json" J\&F-Mean J-Mean F-Mean \
+  --row "intra-only training (--contrastcorr.use_inter false)" ablation "$out/intra-only-s*::heldout/metrics.json" \
+    J\&F-Mean J-Mean F-Mean
+"$py" -c "from lowlabel.report.results import markdown_table, read_result; \
+print(markdown_table(read_result('benchmarks/results/contrastcorr-full.json')))"
+cat "$out/pixels.md"   # the raw-pixel baseline (no training, no seeds)

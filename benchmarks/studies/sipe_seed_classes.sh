@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # SIPE from scratch on ShapesWorld `full`: which classes compete for the inference seeds. Trains SIPE with the
 # committed synth-full config for each seed (scored on `train`, the 1,000 voc/ images with masks), then evaluates
-# the same checkpoint again with the official make_cam behaviour (--sipe.seed_classes all) and prints one table.
+# the same checkpoint again with the official make_cam behaviour (--sipe.seed_classes all); writes
+# benchmarks/results/sipe-seed-classes.json and prints its table.
 # About 30 minutes per seed on one core. Finished steps are skipped; a killed training resumes.
 # Usage: bash benchmarks/studies/sipe_seed_classes.sh [OUT=runs/sipe-seed-classes] [SEEDS="0 1 2"]
 set -euo pipefail
@@ -29,23 +30,5 @@ done
   --row "SIPE, seeds from the image's classes (ours, the default)" method "$out/sipe-s*" mIoU pseudo_mIoU CorLoc \
   --row "SIPE, every class competes (official make_cam, --sipe.seed_classes all)" ablation \
     "$out/sipe-s*::seed-classes-all/metrics.json" mIoU pseudo_mIoU CorLoc
-"${PYTHON:-.venv/bin/python}" - "$out" $seeds <<'PY'
-import json, statistics, sys
-from pathlib import Path
-out, seeds = Path(sys.argv[1]), sys.argv[2:]
-rows = {"labels (ours, default)": [], "all (official make_cam)": []}
-for s in seeds:
-    d = out / f"sipe-s{s}"
-    rows["labels (ours, default)"].append(json.loads((d / "metrics.json").read_text()))
-    rows["all (official make_cam)"].append(json.loads((d / "seed-classes-all" / "metrics.json").read_text()))
-keys = [k for k in rows["labels (ours, default)"][0] if "miou" in k.lower() or "corloc" in k.lower()]
-print(f"| sipe.seed_classes (seeds {', '.join(seeds)}) | " + " | ".join(keys) + " |")
-print("|---|" + "---|" * len(keys))
-for name, ms in rows.items():
-    cells = []
-    for k in keys:
-        vals = [m[k] for m in ms]
-        sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-        cells.append(f"{statistics.mean(vals):.1f} ± {sd:.1f} ({' / '.join(f'{v:.1f}' for v in vals)})")
-    print(f"| {name} | " + " | ".join(cells) + " |")
-PY
+"${PYTHON:-.venv/bin/python}" -c "from lowlabel.report.results import markdown_table, read_result; \
+print(markdown_table(read_result('benchmarks/results/sipe-seed-classes.json')))"
