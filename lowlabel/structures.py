@@ -158,3 +158,21 @@ class Segmentation:
     mask: torch.Tensor
     seed: torch.Tensor | None = None
     labels: torch.Tensor | None = None
+
+
+@dataclass
+class Detections:
+    """One image's object detections (``detector``; translators report the frozen detector's on their output).
+
+    Attributes:
+        boxes: (N, 4) float32 xyxy in the input image's pixels, ``x1, y1`` exclusive (torchvision's and COCO's
+            extents); the VOC AP scorer takes inclusive corners ``x0, y0, x1 - 1, y1 - 1``.
+        scores: (N,) float32 confidences, sorted descending.
+        labels: (N,) int64 indices into ``class_names`` (no background entry).
+        class_names: the detector's class names.
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    labels: torch.Tensor
+    class_names: tuple[str, ...] = ()

@@ -60,7 +60,7 @@ class DetectionFolder(Dataset):
 
     Item: ``{"image": Image uint8, "boxes": BoundingBoxes XYXY (N, 4) with exclusive extents (COCO
     ``[x, y, x + w, y + h]``; VOC ``[xmin - 1, ymin - 1, xmax, ymax]``), "labels": int64 (N,) into
-    ``class_names``, "image_id": str | int, "orig_size": (H, W)}``.
+    ``class_names``, "image_id": str | int, "file_name": str (relative to ``image_dir``), "orig_size": (H, W)}``.
     """
 
     def __init__(
@@ -101,7 +101,7 @@ class DetectionFolder(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self.coco is not None:
             item = self.coco[index]
-            out = {k: item[k] for k in ("image", "boxes", "labels", "image_id", "orig_size")}
+            out = {k: item[k] for k in ("image", "boxes", "labels", "image_id", "file_name", "orig_size")}
             if self.transforms is not None:
                 image, target = self.transforms(out.pop("image"), out)
                 out = {"image": image, **target}
@@ -116,6 +116,7 @@ class DetectionFolder(Dataset):
             "boxes": to_boxes(boxes, hw),
             "labels": torch.from_numpy(labels),
             "image_id": path.stem,
+            "file_name": path.name,
             "orig_size": hw,
         }
         if self.transforms is not None:

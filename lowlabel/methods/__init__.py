@@ -21,6 +21,8 @@ METHODS: dict[str, str] = {
     "classify": "lowlabel.methods.classification.classify",
     "contrastcorr_ae": "lowlabel.methods.correspondence.colour_ae",
     "contrastcorr": "lowlabel.methods.correspondence.contrastcorr",
+    "cut": "lowlabel.methods.cross_domain.cut",
+    "lgcl": "lowlabel.methods.cross_domain.lgcl",
 }
 
 # One line per method for `lowlabel train --help` (kept here so that --help imports no method).
@@ -33,6 +35,8 @@ SUMMARIES: dict[str, str] = {
     "classify": "image classification on an ImageNet-layout folder: the pretrained backbones (synth:pretrain)",
     "contrastcorr_ae": "ContrastCorr's first stage: the colour autoencoder, trained on unlabeled video frames",
     "contrastcorr": "ContrastCorr (AAAI'21): self-supervised correspondence from video, scored by mask propagation",
+    "cut": "CUT (ECCV'20): unpaired target -> source translation with PatchNCE (LGCL's baseline)",
+    "lgcl": "LGCL (BMVC'24): attention-guided translation with a local-global contrastive loss, for detection",
 }
 
 

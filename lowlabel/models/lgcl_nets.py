@@ -9,6 +9,7 @@ ECCV 2020) for everything the table leaves out. Written from the formulas; no At
 * :class:`AttentionTranslator`: E_B, the content generator G_C ``[u(2w)-s2-k7, u(w)-s2-k3, u(3n)-s1-k7, tanh]`` and
   the attention generator G_A ``[u(2w)-s2-k7, u(w)-s2-k3, u(n+1)-s1-k7, softmax over the n+1 channels]``, composed as
   ``G(x) = sum_t C_t * A_t + x * A_{n+1}`` (:func:`compose`), n = 9.
+* :class:`ResnetGenerator`: CUT's plain generator, E_B and a decoder to RGB with tanh (the CUT baseline).
 * :class:`PatchDiscriminator`: pix2pix's 70 x 70 PatchGAN (n_layers = 3), one score per patch.
 * :class:`ProjectionHead`, :func:`patch_heads`: CUT's PatchNCE heads (Linear(C, 256)-ReLU-Linear(256, 256), L2
   normalised, :func:`l2_normalize`), one per tapped layer.
@@ -270,6 +271,33 @@ class AttentionTranslator(nn.Module):
 
     def lg_features(self, x: Tensor) -> list[Tensor]:
         return lg_features(self.encoder, self.attention, x)
+
+
+class ResnetGenerator(nn.Module):
+    """CUT's plain generator (no attention): E_B, then ``[u(2w)-s2-k7, u(w)-s2-k3, c3-s1-k7, tanh]``.
+
+    The CUT baseline and LGCL's "no G_A" ablation. The encoder is the same :class:`ResnetEncoder` as the attention
+    translator's, so PatchNCE taps the same layers; the decoder is :class:`AttentionTranslator`'s G_C with one RGB
+    output instead of n content maps (CUT's ``resnet_9blocks`` with a plain stride-2 encoder, see the module
+    docstring). (B, 3, H, W) in [-1, 1] -> (B, 3, H, W) in [-1, 1], H and W divisible by 4.
+
+    Args:
+        width: w (CUT's ngf = 64).
+        n_blocks: residual blocks of E_B (9).
+        init_gain: Xavier gain of every layer; None keeps PyTorch's default init.
+    """
+
+    def __init__(self, *, width: int = 64, n_blocks: int = 9, init_gain: float | None = INIT_GAIN) -> None:
+        super().__init__()
+        self.encoder = ResnetEncoder(width=width, n_blocks=n_blocks, init_gain=None)
+        self.decoder = _Decoder(width, 3)
+        if init_gain is not None:
+            init_cut_weights(self, init_gain)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.shape[2] % 4 or x.shape[3] % 4:
+            raise ValueError(f"the generator needs H and W divisible by 4, got {tuple(x.shape[2:])}")
+        return torch.tanh(self.decoder(self.encoder(x)))
 
 
 class PatchDiscriminator(nn.Module):
