@@ -159,6 +159,8 @@ class _Loop:
         for name, net in self.nets.items():
             trainable = any(p.requires_grad for p in net.parameters())
             self.wrapped[name] = fabric.setup_module(net) if trainable else fabric.to_device(net)
+            if not trainable and self.world > 1:
+                _broadcast_state(net)  # DDP broadcasts the trained modules; memories and momentum copies too
         self.step_nets = merge_nets(self.wrapped, self.frozen)  # what training_step and after_optimizer_step get
         self.fabric_opts = {name: fabric.setup_optimizers(opt) for name, opt in self.opts.items()}
         self.params = {n: [p for g in o.param_groups for p in g["params"]] for n, o in self.opts.items()}
@@ -509,6 +511,16 @@ def evaluate_nets(method: Any, nets: Mapping[str, nn.Module], *, split: str, out
     with eval_mode(nets.values()):
         result = method.evaluate(nets, split, Path(out_dir))
     return result
+
+
+def _broadcast_state(net: nn.Module) -> None:
+    """Rank 0's parameters and buffers into ``net`` on every rank, in place (DDP does this for the modules it wraps,
+    so a momentum copy or a queue built from a differently seeded rank would otherwise start apart)."""
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for tensor in net.state_dict().values():
+            dist.broadcast(tensor, src=0)
 
 
 def _add_means(means: dict[str, float], values: Mapping[str, float], count: int) -> None:

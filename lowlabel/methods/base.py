@@ -183,7 +183,8 @@ class Method(Protocol):
 
     def networks(self) -> dict[str, nn.Module]:
         """The modules the engine checkpoints, keyed by name: trained ones, and ones whose buffers are state
-        (memories, momentum encoders). Those with trainable parameters are the optimizers' and DDP's. Called once."""
+        (memories, momentum encoders). Those with trainable parameters are the optimizers' and DDP's; under DDP the
+        others start from rank 0's state too. Called once."""
         ...
 
     def optimizers(self, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
