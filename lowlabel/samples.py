@@ -14,13 +14,17 @@ on the same data, so a method and its baseline are shown on the same images), pl
 ``num_worst`` lowest-scoring ones; :class:`SampleKeeper` chooses them in one pass with bounded memory.
 
 An ``.npz`` holds ``kind`` (a string naming the panel type: ``"localization"``,
-``"segmentation"``, ``"propagation"``; later ``"detection"``, ``"translation"``), ``image``
+``"segmentation"``, ``"propagation"``, ``"detection"``, ``"translation"``), ``image``
 (uint8 H×W×3) and kind-specific arrays:
 
 * localization: ``heatmap`` (float32 H×W in [0, 1]), ``gt_boxes`` (N×4 xyxy inclusive pixels),
   ``pred_boxes`` (M×4), optional ``gt_mask`` (uint8 H×W);
 * segmentation: ``gt`` (uint8 H×W class ids, 255 ignore), ``seed`` (uint8 H×W), optional
   ``pseudo`` (uint8 H×W), plus ``class_names`` (array of str, index = class id);
+* detection: ``gt_boxes`` (N×4 xyxy inclusive pixels), ``pred_boxes`` (M×4), ``pred_scores`` (M,),
+  ``pred_labels`` (M,), ``class_names``;
+* translation (``image`` is the target-domain input): ``translated`` (uint8 H×W×3), optional ``clean`` (its clean
+  twin), ``gt_boxes``, and per picture ``raw_``/``translated_``/``clean_`` ``boxes``, ``scores``, ``labels``;
 * propagation (the ``image_id`` is the sequence): ``frames`` (uint8 K×H×W×3, a strip of the sequence),
   ``pred`` and ``gt`` (uint8 K×H×W object ids), ``frame_names`` (array of str).
 

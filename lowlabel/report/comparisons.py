@@ -15,6 +15,7 @@ from lowlabel.report.runs import RunGroup
 BASELINES: dict[str, str] = {
     "da_wsol": "cam",
     "sipe": "mlcam",
+    "lgcl": "cut",
 }
 
 # Headline metric keys, in display order; other numeric keys of metrics.json follow alphabetically.
@@ -23,6 +24,7 @@ HEADLINE_METRICS: tuple[str, ...] = (
     "mIoU", "mIoU_own_best_threshold", "seed_mIoU", "pseudo_mIoU", "CorLoc",
     "J&F-Mean", "J-Mean", "F-Mean",
     "AP50_novel", "AP50_base", "AP50_all", "mAP50",
+    "mAP", "mAP_source_only", "mAP_oracle", "PSNR", "SSIM",
 )
 
 # Metrics where lower is better; everything else is "higher is better" (the best is bolded accordingly).

@@ -122,10 +122,45 @@ def draw_propagation(sample: Mapping[str, Any]) -> Panel:
     return Panel(tiles=tiles, legend=legend, caption=sample_caption(sample))
 
 
+DETECTION_MIN_SCORE = 0.5  # detections drawn in panels (all of them are scored)
+
+
+def detection_tile(title: str, image: np.ndarray, gt: Any, pred: Any, scores: Any) -> Tile:
+    """``image`` upscaled with GT boxes (green) and the detections scoring >= 0.5 (red); boxes inclusive xyxy."""
+    big, scale = _upscale(_rgb(image))
+    gt = np.asarray(gt if gt is not None else np.zeros((0, 4)), dtype=np.float64).reshape(-1, 4)
+    pred = np.asarray(pred if pred is not None else np.zeros((0, 4)), dtype=np.float64).reshape(-1, 4)
+    if scores is not None:
+        pred = pred[np.asarray(scores, dtype=np.float64).reshape(-1) >= DETECTION_MIN_SCORE]
+    drawn = draw_boxes(draw_boxes(big, gt * scale, GT_COLOR, scale=scale), pred * scale, PRED_COLOR, scale=scale)
+    return Tile(title, drawn)
+
+
+def draw_detection(sample: Mapping[str, Any]) -> Panel:
+    """The image with GT boxes and the detections scoring >= 0.5 (``detector``)."""
+    tile = detection_tile("detections", sample["image"], sample.get("gt_boxes"), sample.get("pred_boxes"),
+                          sample.get("pred_scores"))
+    legend = [("GT box", GT_COLOR), (f"detection (score >= {DETECTION_MIN_SCORE})", PRED_COLOR)]
+    return Panel(tiles=[tile], legend=legend, caption=sample_caption(sample))
+
+
+def draw_translation(sample: Mapping[str, Any]) -> Panel:
+    """Target image, its translation and its clean twin (when there is one), each with the frozen detector's
+    detections (red, score >= 0.5) and the GT boxes (green) (``cut``, ``lgcl``)."""
+    views = [("target", "image", "raw"), ("translated", "translated", "translated"), ("clean twin", "clean", "clean")]
+    tiles = [detection_tile(title, sample[key], sample.get("gt_boxes"), sample.get(f"{prefix}_boxes"),
+                            sample.get(f"{prefix}_scores"))
+             for title, key, prefix in views if sample.get(key) is not None]
+    legend = [("GT box", GT_COLOR), (f"detection (score >= {DETECTION_MIN_SCORE})", PRED_COLOR)]
+    return Panel(tiles=tiles, legend=legend, caption=sample_caption(sample))
+
+
 PANELS: dict[str, PanelFn] = {
     "localization": draw_localization,
     "segmentation": draw_segmentation,
     "propagation": draw_propagation,
+    "detection": draw_detection,
+    "translation": draw_translation,
 }
 
 

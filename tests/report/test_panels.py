@@ -92,3 +92,29 @@ def test_a_new_kind_plugs_in_through_the_dict(monkeypatch: pytest.MonkeyPatch) -
 def test_bad_image_raises() -> None:
     with pytest.raises(ValueError, match="uint8 HxWx3"):
         panels.draw_localization({**loc_sample(), "image": np.zeros((4, 4, 3), np.float32)})
+
+
+def test_translation_panel_draws_three_views_with_their_confident_detections() -> None:
+    grey = np.full((40, 50, 3), 100, dtype=np.uint8)  # upscale factor 4
+    sample = {"kind": "translation", "image_id": "t0", "image": grey, "translated": grey.copy(), "clean": grey.copy(),
+              "gt_boxes": np.array([[5.0, 6.0, 20.0, 30.0]]),
+              "raw_boxes": np.array([[10.0, 2.0, 40.0, 12.0]]), "raw_scores": np.array([0.4]),  # below 0.5: hidden
+              "translated_boxes": np.array([[10.0, 2.0, 40.0, 12.0]]), "translated_scores": np.array([0.9])}
+    panel = draw_panel(sample)
+    assert [t.title for t in panel.tiles] == ["target", "translated", "clean twin"]
+    raw, translated, clean = (t.image for t in panel.tiles)
+    s = 4
+    for img in (raw, translated, clean):
+        assert tuple(img[6 * s, 5 * s]) == (0, 220, 0)  # the GT box on every view
+    assert tuple(translated[2 * s, 25 * s]) == (255, 40, 40)  # its confident detection
+    assert tuple(raw[2 * s, 25 * s]) == (100, 100, 100)  # the raw detection scored 0.4: not drawn
+    assert tuple(clean[2 * s, 25 * s]) == (100, 100, 100)  # no detections of the clean twin in this sample
+    del sample["clean"]
+    assert [t.title for t in draw_panel(sample).tiles] == ["target", "translated"]
+
+
+def test_detection_panel() -> None:
+    sample = {"kind": "detection", "image_id": "d", "image": np.zeros((40, 50, 3), np.uint8),
+              "gt_boxes": np.zeros((0, 4)), "pred_boxes": np.array([[1.0, 1.0, 9.0, 9.0]]), "pred_scores": [0.7]}
+    panel = draw_panel(sample)
+    assert tuple(panel.tiles[0].image[4, 4 * 5]) == (255, 40, 40)
