@@ -2,7 +2,8 @@
 
 Stages: generate (or reuse) ShapesWorld quick; train and evaluate each available method at its
 ``configs/<method>/synth-quick.yaml`` budget, one subprocess per run (a crash stays in its run and
-its ``train.log``); write the HTML report; print its path. A finished run has a ``DONE`` file and is
+its ``train.log``); write the HTML report, with the repository's ``benchmarks/results`` as reference rows when the
+demo runs from a clone; print its path. A finished run has a ``DONE`` file and is
 reused by the next ``lowlabel demo``; an interrupted run resumes from its last checkpoint
 (``--resume auto``). One status line shows the stage, the method, and elapsed and estimated time.
 """
@@ -61,6 +62,9 @@ def add_parser(subcommands: Any) -> None:
                         help="folder of <method>/synth-quick.yaml files (default: the repository's configs/)")
     parser.add_argument("--overrides", type=list[str], default=[],
                         help="extra `lowlabel train` arguments for every run, e.g. ['--trainer.max_steps', '5']")
+    parser.add_argument("--reference", type=str | None, default=None,
+                        help="folder of study result files shown beside the comparisons (default: the repository's "
+                        "benchmarks/results, when the demo runs from a clone)")
     subcommands.add_subcommand("demo", parser, help="ShapesWorld + every method + baselines + report")
 
 
@@ -68,13 +72,24 @@ def run(cfg: Any) -> int:
     """Run the demo; exit status 1 when some run failed (the report still shows the others)."""
     out = Path(cfg.out)
     runs = discover_runs(out, configs_dir=Path(cfg.configs) if cfg.configs else None, only=cfg.methods)
-    return run_demo(runs, out=out, overrides=list(cfg.overrides))
+    reference = Path(cfg.reference) if cfg.reference else default_reference_dir()
+    if reference is not None:
+        from lowlabel.report.references import load_references
+
+        load_references(reference)  # a malformed result file stops the demo before any training
+    return run_demo(runs, out=out, overrides=list(cfg.overrides), reference=reference)
 
 
 def default_configs_dir() -> Path:
     """``configs/`` next to the ``lowlabel`` package (a source checkout), else ``./configs``."""
     here = Path(__file__).resolve().parents[2] / "configs"
     return here if here.is_dir() else Path("configs")
+
+
+def default_reference_dir() -> Path | None:
+    """``benchmarks/results`` of the source checkout the package runs from, when it exists."""
+    here = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+    return here if here.is_dir() else None
 
 
 def discover_runs(out: Path, *, configs_dir: Path | None = None, only: Sequence[str] | None = None) -> list[DemoRun]:
@@ -136,9 +151,10 @@ def prepare_data() -> None:
 
 def run_demo(
     runs: Sequence[DemoRun], *, out: Path, overrides: Sequence[str] = (), runner: Runner = subprocess_runner,
-    data: Callable[[], None] = prepare_data, stream: Any = None,
+    data: Callable[[], None] = prepare_data, stream: Any = None, reference: Path | None = None,
 ) -> int:
-    """Prepare data, train what is not done, write the report; print its path. Returns 0, or 1 if a run failed."""
+    """Prepare data, train what is not done, write the report (with ``reference`` result files beside the
+    comparisons); print its path. Returns 0, or 1 if a run failed."""
     from lowlabel.report.html import write_report
 
     out.mkdir(parents=True, exist_ok=True)
@@ -172,7 +188,8 @@ def run_demo(
     index = None
     with progress.stage("report", "") as st:
         if finished:
-            index = write_report(finished, out / "report", title="lowlabel demo: ShapesWorld quick")
+            index = write_report(finished, out / "report", title="lowlabel demo: ShapesWorld quick",
+                                 reference=reference)
     timings["report:"] = st.seconds
     _save_timings(out / TIMINGS_FILE, timings)
     peak = _peak_rss_mb()

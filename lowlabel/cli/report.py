@@ -1,4 +1,4 @@
-"""``lowlabel report RUN_DIR... --out DIR``: a static HTML report of finished runs."""
+"""``lowlabel report RUN_DIR... --out DIR [--reference DIR]``: a static HTML report of finished runs."""
 
 from __future__ import annotations
 
@@ -20,6 +20,9 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument("--title", type=str, default="lowlabel report", help="page title")
     parser.add_argument("--max-samples", type=int, default=6, help="images per comparison in the qualitative section")
     parser.add_argument("--max-failures", type=int, default=6, help="images per run in the failure gallery")
+    parser.add_argument("--reference", type=str | None, default=None,
+                        help="folder of study result files (e.g. benchmarks/results): their rows of the same method "
+                        "and baseline are shown beside each comparison, with the command that reproduces them")
     subcommands.add_subcommand("report", parser, help="HTML report of run folders")
 
 
@@ -29,7 +32,7 @@ def run(cfg: Any) -> int:
 
     index = write_report(
         [Path(p) for p in cfg.run_dirs], Path(cfg.out), title=cfg.title, max_samples=cfg.max_samples,
-        max_failures=cfg.max_failures,
+        max_failures=cfg.max_failures, reference=Path(cfg.reference) if cfg.reference else None,
     )
     print(index.resolve())
     return 0

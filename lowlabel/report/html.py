@@ -18,8 +18,16 @@ from PIL import Image
 from lowlabel.report.comparisons import Comparison, build_comparisons
 from lowlabel.report.figures import plot_curves
 from lowlabel.report.panels import Panel, draw_panel
+from lowlabel.report.references import ReferenceSet, load_references
 from lowlabel.report.runs import Run, expand_run_dirs, group_runs, load_run
-from lowlabel.report.tables import headline_table, per_class_tables, summary_markdown, summary_table
+from lowlabel.report.tables import (
+    comparison_facts,
+    headline_table,
+    headlines,
+    per_class_tables,
+    summary_markdown,
+    summary_table,
+)
 from lowlabel.samples import NUM_FIXED, load_sample, safe_name
 
 TILE_DISPLAY = 170  # CSS pixels of a panel tile's long side, so a method and its baseline fit side by side
@@ -34,7 +42,19 @@ table{border-collapse:collapse;margin:.6em 0 1.2em;font-size:.9em}
 th,td{border:1px solid #ccc;padding:.25em .6em;text-align:right;white-space:nowrap}
 th[scope=row],thead th{text-align:left;background:#f4f4f4}
 tr.method th[scope=row]{background:#e8f0fe}
-.headline td:nth-child(-n+2){text-align:left}
+.headline td:nth-child(-n+2),.headline td:nth-child(n+6){text-align:left}
+.headline td:first-child,.headline td:nth-child(n+7){white-space:normal}
+.headline td.reading{min-width:16em}
+.headline tr.reference td{background:#f6f8fa}
+.headline tr.reference td:first-child{padding-left:1.6em}
+.headline tr.one-seed td.reading{color:#8a5300}
+.headline tr.behind td.reading{color:#a31515}
+.headline td[colspan]{white-space:normal;text-align:left;font-size:.85em;color:#444}
+.headline .wide{width:0;min-width:100%}
+.headline tr.reference-source td{background:#f6f8fa}
+.headline tr.losing td{background:#fdecea;color:#7a1010;font-size:.9em}
+.headline code{overflow-wrap:anywhere}
+.facts{color:#555;font-size:.85em;margin:-.6em 0 .4em}
 caption{text-align:left;font-weight:600;padding:.2em 0}
 .row{display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start;margin:.5em 0 1.2em}
 .row.same-image{flex-wrap:nowrap;overflow-x:auto}
@@ -74,7 +94,7 @@ class _Assets:
 
 def write_report(
     run_dirs: Sequence[Path], out_dir: Path, *, title: str = "lowlabel report", max_samples: int = 6,
-    max_failures: int = 6,
+    max_failures: int = 6, reference: Path | None = None,
 ) -> Path:
     """Read the runs, write ``<out_dir>/index.html`` with its assets (and ``summary.md``), return the HTML path.
 
@@ -84,13 +104,20 @@ def write_report(
         title: page title.
         max_samples: images per comparison in the qualitative section.
         max_failures: images per run in the failure gallery.
+        reference: a folder of study result files (``benchmarks/results``) whose rows of the same method and
+            baseline are shown beside each comparison.
     """
+    references = load_references(Path(reference)) if reference is not None else None  # bad input fails first
     runs = [load_run(p) for p in expand_run_dirs(run_dirs)]
     comparisons = build_comparisons(group_runs(runs))
     out_dir = Path(out_dir)
     assets = _Assets(out_dir)
+    headline = headline_table(headlines(comparisons, references),
+                              reference_folder=references.folder if references else None)
+    headline = f'<div class="scroll">{headline}</div>' if headline else ""
     sections = [
-        ("summary", "Summary", headline_table(comparisons) + "".join(_summary_section(c) for c in comparisons)),
+        ("summary", "Summary", _references_note(references) + headline
+         + "".join(_summary_section(c) for c in comparisons)),
         ("per-class", "Per-class results", "".join(_per_class_section(c) for c in comparisons)),
         ("curves", "Training curves", "".join(_curves_section(c, assets) for c in comparisons)),
         ("qualitative", "Qualitative results", "".join(_samples_section(c, assets, max_samples) for c in comparisons)),
@@ -117,11 +144,22 @@ def write_report(
     return index
 
 
+def _references_note(references: ReferenceSet | None) -> str:
+    """Where the reference rows come from (nothing without a reference folder)."""
+    if references is None:
+        return ""
+    names = ", ".join(p.name for p in references.files)
+    return (f'<p class="meta references">Reference rows (indented) are study results read from '
+            f"<code>{escape(str(references.folder.resolve()))}</code> ({escape(names)}): mean ± sample std over the "
+            "seeds listed.</p>")
+
+
 def _summary_section(comp: Comparison) -> str:
     """Headline metrics, with every metric of ``metrics.json`` folded away below when there are more."""
     head, full = summary_table(comp, headline_only=True), summary_table(comp)
     more = f"<details><summary>all metrics</summary>{full}</details>" if full != head else ""
-    return f'<h3>{escape(comp.title)}</h3><div class="scroll">{head}{more}</div>'
+    facts = f'<p class="facts">{escape(comparison_facts(comp))}</p>'
+    return f'<h3>{escape(comp.title)}</h3>{facts}<div class="scroll">{head}{more}</div>'
 
 
 def _per_class_section(comp: Comparison) -> str:

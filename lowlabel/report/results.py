@@ -11,8 +11,17 @@ A study script (``benchmarks/studies/*.sh``) ends by writing ``benchmarks/result
               {"run": "da_wsol without ...", "role": "ablation", ...}]}
 
 Values are percent, as the runs report them; ``std`` is the sample standard deviation (0 for one seed). The first
-metric of a row is the study's headline metric. ``benchmarks/results_readme.py`` renders every file into the README
-between ``<!-- result:<study> -->`` and ``<!-- /result -->`` markers, and a test fails when they disagree.
+metric of a row is the study's headline metric. Optional row fields (files without them stay valid):
+
+* ``"method"``: the method's CLI name (``"sipe"``), so ``lowlabel report --reference`` can match the row to a
+  comparison; ``"config"``: the config it ran (``"synth-full"``). Both are read from the runs' ``env.json`` when the
+  study does not give them.
+* ``"note"``: one line saying why the row reads as it does (shown by the report where a method loses to its
+  baseline); ``"link"``: where the study is discussed, relative to the result file
+  (``"../../README.md#wsss-sipe-vs-multi-label-cam-shapesworld-v15-voc-3-seeds"``) or an http(s) URL.
+
+``benchmarks/results_readme.py`` renders every file into the README between ``<!-- result:<study> -->`` and
+``<!-- /result -->`` markers, and a test fails when they disagree.
 """
 
 from __future__ import annotations
@@ -29,6 +38,7 @@ from typing import Any
 from lowlabel.errors import UserError
 
 ROLES = ("method", "baseline", "ablation", "reference")
+OPTIONAL_ROW_FIELDS = ("method", "config", "note", "link")  # one-line strings when present
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,10 @@ class RowSpec:
     run_dirs: Sequence[Path]
     metrics: Sequence[str]
     metrics_file: str = "metrics.json"  # relative to each run folder (a held-out evaluation may live elsewhere)
+    method: str | None = None  # default: the method the runs' env.json names
+    config: str | None = None  # default: the stem of the --config the runs' env.json argv names
+    note: str | None = None
+    link: str | None = None
 
 
 def _seed(run_dir: Path) -> int | None:
@@ -54,8 +68,34 @@ def _seed(run_dir: Path) -> int | None:
     return int(seed) if seed is not None else None
 
 
+def _identity(run_dir: Path) -> tuple[str | None, str | None]:
+    """(method, config name) of a run folder from its ``env.json`` (``method`` and the ``--config`` of ``argv``)."""
+    env_path = Path(run_dir) / "env.json"
+    try:
+        env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    except json.JSONDecodeError:
+        return None, None
+    if not isinstance(env, dict):
+        return None, None
+    method = env.get("method") if isinstance(env.get("method"), str) else None
+    argv = [str(a) for a in env.get("argv") or []]
+    config = None
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            config = argv[i + 1]
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+    return method, (Path(config).stem if config else None)
+
+
+def _agreed(values: Sequence[str | None]) -> str | None:
+    """The one value every run agrees on, else None."""
+    return values[0] if values and values[0] is not None and len(set(values)) == 1 else None
+
+
 def collect_row(spec: RowSpec) -> dict[str, Any]:
-    """Read each run folder's metrics into ``{"run", "role", "seeds", "metrics": {k: {mean, std, values}}}``.
+    """Read each run folder's metrics into ``{"run", "role", "seeds", "metrics": {k: {mean, std, values}}}``, plus
+    the optional ``method``, ``config``, ``note`` and ``link`` (see the module docstring) when known.
 
     Raises:
         UserError: an unknown role, a run folder without its metrics file, or a metric missing from one.
@@ -76,9 +116,17 @@ def collect_row(spec: RowSpec) -> dict[str, Any]:
                 raise UserError(f"{path}: no metric {key!r} (result row {spec.run!r})")
             values[key].append(float(metrics[key]))
         seeds.append(_seed(Path(run_dir)))
-    return {"run": spec.run, "role": spec.role, "seeds": seeds,
-            "metrics": {k: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
-                            "values": v} for k, v in values.items()}}
+    identities = [_identity(Path(d)) for d in spec.run_dirs]
+    row: dict[str, Any] = {"run": spec.run, "role": spec.role}
+    extra = {"method": spec.method or _agreed([m for m, _ in identities]),
+             "config": spec.config or _agreed([c for _, c in identities])}
+    row.update({k: v for k, v in extra.items() if v})
+    row["seeds"] = seeds
+    row["metrics"] = {k: {"mean": statistics.mean(v), "std": statistics.stdev(v) if len(v) > 1 else 0.0,
+                          "values": v} for k, v in values.items()}
+    row.update({k: v for k, v in (("note", spec.note), ("link", spec.link)) if v})
+    _check_optional_fields(row, f"result row {spec.run!r}")
+    return row
 
 
 def git_commit(repo: Path) -> str:
@@ -139,10 +187,29 @@ def read_result(path: Path) -> dict[str, Any]:
             raise UserError(f"{path}: malformed result file (row {i} needs run, role, seeds and metrics)")
         if row["role"] not in ROLES:
             raise UserError(f"{path}: row {i} ({row['run']!r}) has role {row['role']!r}, not one of {', '.join(ROLES)}")
+        if not isinstance(row["metrics"], dict) or not row["metrics"]:
+            raise UserError(f"{path}: row {i} ({row['run']!r}) needs at least one metric")
         for name, stat in row["metrics"].items():
             if not isinstance(stat, dict) or not {"mean", "std", "values"} <= set(stat):
                 raise UserError(f"{path}: row {i} ({row['run']!r}) metric {name!r} needs mean, std and values")
+            values = stat["values"]
+            if not (_is_number(stat["mean"]) and _is_number(stat["std"]) and isinstance(values, list)
+                    and all(_is_number(v) for v in values)):
+                raise UserError(f"{path}: row {i} ({row['run']!r}) metric {name!r}: mean, std and values must be "
+                                "numbers")
+        _check_optional_fields(row, f"{path}: row {i} ({row['run']!r})")
     return data
+
+
+def _check_optional_fields(row: dict[str, Any], where: str) -> None:
+    for key in OPTIONAL_ROW_FIELDS:
+        value = row.get(key)
+        if key in row and (not isinstance(value, str) or not value.strip() or "\n" in value):
+            raise UserError(f"{where}: {key!r} must be a one-line string")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def markdown_table(result: dict[str, Any]) -> str:

@@ -47,6 +47,9 @@ class Run:
         split: the split ``metrics.json`` was computed on.
         per_class: ``{metric: {class_name: value}}`` when the run has per-class results.
         curves: ``{key: [(step, value), ...]}`` from ``logs/metrics.csv``.
+        steps: the training budget in steps (the config's ``trainer.max_steps``, else the step ``metrics.json``
+            was computed at), when known.
+        data_root: the config's ``data.root`` ("" when it has none).
     """
 
     path: Path
@@ -60,6 +63,16 @@ class Run:
     split: str
     per_class: dict[str, dict[str, float | None]] = field(default_factory=dict)
     curves: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+    steps: int | None = None
+    data_root: str = ""
+
+    @property
+    def data_name(self) -> str:
+        """The data it ran on: ``ShapesWorld quick`` for ``synth:quick``, else the root folder's name ("" unknown)."""
+        root = self.data_root.strip().rstrip("/")
+        if root.startswith("synth:"):
+            return f"ShapesWorld {root.split(':', 1)[1]}"
+        return Path(root).name if root else ""
 
     @property
     def label(self) -> str:
@@ -150,6 +163,8 @@ def load_run(path: Path) -> Run:
         split=split,
         per_class=_per_class(raw, path / "eval" / split),
         curves=read_curves(path / "logs" / "metrics.csv"),
+        steps=_steps(config, raw),
+        data_root=_data_root(config),
     )
 
 
@@ -198,6 +213,21 @@ def _seed(config: dict[str, Any]) -> int | None:
         if isinstance(source.get("seed"), int):
             return int(source["seed"])
     return None
+
+
+def _steps(config: dict[str, Any], raw: dict[str, Any]) -> int | None:
+    trainer = config.get("trainer")
+    configured = trainer.get("max_steps") if isinstance(trainer, dict) else None
+    for value in (configured, raw.get("step")):
+        if _is_number(value) and value > 0:
+            return int(value)
+    return None
+
+
+def _data_root(config: dict[str, Any]) -> str:
+    data = config.get("data")
+    root = data.get("root") if isinstance(data, dict) else None
+    return root if isinstance(root, str) else ""
 
 
 def _strip_volatile(value: Any) -> Any:

@@ -95,6 +95,33 @@ def test_demo_trains_reports_and_reuses_finished_runs(tmp_path: Path) -> None:
     assert runner2.calls == []  # everything reused
 
 
+def test_demo_report_shows_reference_results(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The demo passes a reference folder to the report (by default the clone's benchmarks/results); a malformed
+    result file there stops the demo before any training, in one line naming the file."""
+    from lowlabel.cli.main import main
+
+    assert demo.default_reference_dir() == Path(demo.__file__).resolve().parents[2] / "benchmarks" / "results"
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    metric = {"MaxBoxAccV2": {"mean": 50.0, "std": 1.0, "values": [49.0, 50.0, 51.0]}}
+    rows = [{"run": m, "role": role, "method": m, "seeds": [0, 1, 2], "metrics": metric}
+            for m, role in (("da_wsol", "method"), ("cam", "baseline"))]
+    study = {"study": "wsol-full", "command": "bash wsol.sh", "commit": "c0ffee", "date": "2026-12-01",
+             "shapesworld": "1.5", "rows": rows}
+    (refs / "wsol-full.json").write_text(json.dumps(study))
+    out = tmp_path / "demo"
+    runs = [DemoRun(m, tmp_path / f"{m}.yaml", out / m) for m in ("cam", "da_wsol")]
+    assert run_demo(runs, out=out, runner=FakeRunner(), data=lambda: None, stream=io.StringIO(), reference=refs) == 0
+    html = (out / "report" / "index.html").read_text()
+    assert "reference: wsol-full" in html and "not a comparison" in html and "bash wsol.sh" in html
+
+    (refs / "bad.json").write_text("{")
+    assert main(["demo", "--out", str(tmp_path / "d2"), "--methods", "[cam]", "--reference", str(refs)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {refs / 'bad.json'}: malformed result file")
+    assert not (tmp_path / "d2").exists()
+
+
 def test_failed_run_is_reported_and_retried(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     runs = [DemoRun(m, tmp_path / f"{m}.yaml", out / m) for m in ("cam", "da_wsol")]

@@ -127,10 +127,13 @@ class Browser:
             raise RuntimeError(f"JS error: {result['exceptionDetails']}")
         return result["result"].get("value")
 
-    def screenshot(self, path: Path) -> Path:
-        """Save a full-page PNG screenshot of the current page."""
-        size = self.call("Page.getLayoutMetrics", session=True)["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}
+    def screenshot(self, path: Path, *, clip: dict[str, float] | None = None) -> Path:
+        """Save a PNG screenshot of the current page: the whole page, or the ``clip`` rectangle (x, y, width,
+        height in CSS pixels)."""
+        if clip is None:
+            size = self.call("Page.getLayoutMetrics", session=True)["cssContentSize"]
+            clip = {"x": 0, "y": 0, "width": size["width"], "height": size["height"]}
+        clip = {**clip, "scale": 1}
         shot = self.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True, "clip": clip},
                          session=True)
         path.parent.mkdir(parents=True, exist_ok=True)

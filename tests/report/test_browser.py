@@ -16,9 +16,11 @@ import pytest
 from lowlabel.report.html import write_report
 
 from .cdp import Browser, ensure_chromium
+from .test_references import ANCHOR, references, smoke_runs
 
 pytestmark = pytest.mark.browser
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
 EVIL = "<script>document.title='pwned'</script>"
 
 PROBE = """JSON.stringify({
@@ -100,3 +102,73 @@ def test_same_image_panels_stay_on_one_row(browser: Browser, fake_run, tmp_path:
     rows = json.loads(browser.evaluate(ROWS))
     assert rows and all(len(tops) == 2 and tops[0] == tops[1] for tops in rows), rows
     browser.screenshot(ARTIFACTS / f"report-{width}px.png")
+
+
+HEADLINE = """JSON.stringify({
+  rows: [...document.querySelectorAll('#summary table.headline tbody tr')].map(tr => {
+    const r = tr.getBoundingClientRect();
+    return {cls: tr.className, text: tr.innerText, top: r.top, height: r.height,
+            links: [...tr.querySelectorAll('a')].map(a => a.href)};
+  }),
+  bottom: document.querySelector('#summary table.headline').getBoundingClientRect().bottom + window.scrollY,
+  right: document.querySelector('#summary table.headline').getBoundingClientRect().right,
+  note: document.querySelector('#summary p.references').innerText,
+})"""
+
+
+def _console_errors(browser: Browser) -> list[dict]:
+    return [e for e in browser.events if e["method"] == "Runtime.exceptionThrown"
+            or (e["method"] == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+
+
+def test_summary_shows_smoke_and_reference_rows(browser: Browser, fake_run, tmp_path: Path) -> None:
+    """In the browser: each single-seed comparison says its budget, seed and "not a comparison"; the reference rows
+    sit right under it, in order, with the command; the losing reference shows its note and README link."""
+    smoke_runs(fake_run)
+    folder = references(tmp_path)
+    index = write_report([tmp_path / "runs"], tmp_path / "report", reference=folder)
+    browser.set_width(1400)
+    browser.open(index.as_uri())
+    page = json.loads(browser.evaluate(HEADLINE))
+    assert _console_errors(browser) == []
+    rows = page["rows"]
+    assert [r["cls"] for r in rows] == ["run one-seed", "reference ahead", "reference-source",
+                                        "run one-seed", "reference behind", "reference-source", "losing"]
+    assert all(r["height"] > 0 for r in rows) and [r["top"] for r in rows] == sorted(r["top"] for r in rows)
+    for smoke, steps in ((rows[0], 40), (rows[3], 60)):
+        assert "seed 0" in smoke["text"] and f"{steps} steps, ShapesWorld quick" in smoke["text"]
+        assert "not a comparison: one seed, so the difference is noise" in smoke["text"]
+    assert rows[1]["text"].startswith("reference: wsol-full\tMaxBoxAccV2") and "3 seeds (0, 1, 2)" in rows[1]["text"]
+    assert "bash benchmarks/studies/wsol_full.sh" in rows[2]["text"] and "commit 0123456, 2026-12-01" in rows[2]["text"]
+    assert "sipe loses to mlcam" in rows[6]["text"] and "Why: its seeds call the object bodies" in rows[6]["text"]
+    assert [u.endswith(f"README.md#{ANCHOR}") and u.startswith("file://") for u in rows[6]["links"]] == [True]
+    assert str(folder.resolve()) in page["note"]
+    browser.screenshot(ARTIFACTS / "report-summary-references.png",
+                       clip={"x": 0, "y": 0, "width": page["right"] + 16, "height": page["bottom"] + 16})
+
+
+def test_summary_screenshot_with_the_repository_results(browser: Browser, fake_run, tmp_path: Path) -> None:
+    """The summary of smoke runs (the demo's numbers of issue 20, one seed) against the repository's own
+    benchmarks/results, screenshotted into the test artefacts (docs/images/ holds one of a real demo instead)."""
+    smoke_runs(fake_run)
+    folder = ROOT / "benchmarks" / "results"
+    index = write_report([tmp_path / "runs"], tmp_path / "report", title="lowlabel demo: ShapesWorld quick",
+                         reference=folder)
+    browser.set_width(1400)
+    browser.open(index.as_uri())
+    page = json.loads(browser.evaluate(HEADLINE))
+    assert _console_errors(browser) == []
+    runs = [r for r in page["rows"] if r["cls"].startswith("run ")]
+    assert len(runs) == 2 and all("not a comparison" in r["text"] for r in runs)
+    # every result file with a sipe method row and an mlcam baseline row appears under sipe vs mlcam
+    expected = sorted(
+        data["study"] for data in (json.loads(p.read_text()) for p in folder.glob("*.json"))
+        if {("method", "sipe"), ("baseline", "mlcam")} <= {(r["role"], r.get("method")) for r in data["rows"]}
+    )
+    sipe_at = next(i for i, r in enumerate(page["rows"]) if r["text"].startswith("sipe vs mlcam"))
+    shown = sorted(r["text"].split("\t")[0].removeprefix("reference: ") for r in page["rows"][sipe_at:]
+                   if r["cls"].startswith("reference "))
+    assert shown == expected and expected
+    shot = browser.screenshot(ARTIFACTS / "report-summary.png",
+                              clip={"x": 0, "y": 0, "width": page["right"] + 16, "height": page["bottom"] + 16})
+    assert 5_000 < shot.stat().st_size < 400_000

@@ -94,3 +94,61 @@ def test_the_readme_agrees_with_benchmarks_results() -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "<!-- result:" in (ROOT / "README.md").read_text()
+
+
+def test_rows_name_their_method_and_config_from_the_runs(tmp_path: Path) -> None:
+    """``method`` and ``config`` come from env.json (method, the --config of argv) unless the study gives them; the
+    optional ``note`` and ``link`` are kept; files without these fields stay valid."""
+    dirs = []
+    for s in (0, 1):
+        d = run(tmp_path / f"sipe-s{s}", s, {"mIoU": 20.0 + s})
+        argv = ["-c", "train", "sipe", "--config", "configs/sipe/synth-full.yaml", "--seed", str(s)]
+        (d / "env.json").write_text(json.dumps({"method": "sipe", "argv": argv, "git": {"commit": "abc"}}))
+        dirs.append(d)
+    other = run(tmp_path / "cam-s0", 0, {"mIoU": 30.0})
+    (other / "env.json").write_text(json.dumps({"method": "mlcam", "argv": ["train", "mlcam", "--config=x/y/z.yaml"]}))
+    result = build_result("s", "c", [RowSpec("SIPE", "method", dirs, ["mIoU"], note="why it loses", link="../R.md#a"),
+                                     RowSpec("CAM", "baseline", [other], ["mIoU"], config="synth-full")],
+                          repo=tmp_path, shapesworld="1.5")
+    sipe, cam = result["rows"]
+    assert (sipe["method"], sipe["config"], sipe["note"], sipe["link"]) == ("sipe", "synth-full", "why it loses",
+                                                                            "../R.md#a")
+    assert (cam["method"], cam["config"]) == ("mlcam", "synth-full") and "note" not in cam  # the study's config wins
+    write_result(tmp_path / "s.json", result)
+    assert read_result(tmp_path / "s.json") == result
+    mixed = build_result("t", "c", [RowSpec("r", "method", [dirs[0], other], ["mIoU"])], repo=tmp_path,
+                         shapesworld="1.5")
+    assert "method" not in mixed["rows"][0]  # the runs disagree: no method
+    with pytest.raises(UserError, match="'note' must be a one-line string"):
+        build_result("t", "c", [RowSpec("r", "method", dirs, ["mIoU"], note="a\nb")], repo=tmp_path, shapesworld="1")
+
+
+def test_write_result_rows_take_optional_fields() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("write_result", ROOT / "benchmarks" / "write_result.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    row = module.parse_row(["SIPE", "method", "runs/none-*::held/metrics.json", "mIoU", "J&F-Mean", "note=a b=c",
+                            "link=../../README.md#x", "method=sipe"])
+    assert (row.run, row.role, row.metrics, row.metrics_file) == ("SIPE", "method", ["mIoU", "J&F-Mean"],
+                                                                  "held/metrics.json")
+    assert (row.note, row.link, row.method, row.config) == ("a b=c", "../../README.md#x", "sipe", None)
+    with pytest.raises(UserError, match="unknown field 'colour'"):
+        module.parse_row(["r", "method", "g", "m", "colour=red"])
+    with pytest.raises(UserError, match="needs LABEL ROLE GLOB METRIC"):
+        module.parse_row(["r", "method", "g", "note=x"])
+
+
+def test_result_links_name_readme_sections() -> None:
+    """Every ``link`` of benchmarks/results resolves to a file, and a ``#fragment`` in a Markdown file to one of
+    its headings (so the report's 'see the README' never points at a renamed section)."""
+    from lowlabel.report.references import resolve_link
+
+    folder = ROOT / "benchmarks" / "results"
+    for path in sorted(folder.glob("*.json")):
+        for row in read_result(path)["rows"]:
+            if "link" in row and not row["link"].startswith(("http://", "https://")):
+                link = resolve_link(row["link"], folder)
+                assert link.href is not None, f"{path.name}: {row['link']} does not exist"
+                assert "#" not in row["link"] or "section" in link.text, f"{path.name}: {row['link']}: no such heading"

@@ -13,7 +13,7 @@ from lowlabel.report.runs import group_runs, load_run
 from lowlabel.report.tables import (
     Stat,
     best_indices,
-    headline_rows,
+    headlines,
     per_class_tables,
     summary_markdown,
     summary_table,
@@ -123,7 +123,11 @@ def test_headline_and_markdown(fake_run) -> None:
     ]
     comps = build_comparisons(group_runs(runs))
     # MaxBoxAccV2 is the first headline metric; cam mean 52, sample std sqrt(8) = 2.83; delta 55.5 - 52 = +3.5
-    assert headline_rows(comps) == [("da_wsol vs cam", "MaxBoxAccV2", "52.00 ± 2.83", "55.50", "+3.50")]
+    (item,) = headlines(comps)
+    row = item.row
+    assert (row.title, row.metric, row.baseline.text(), row.method.text(), row.delta) == (
+        "da_wsol vs cam", "MaxBoxAccV2", "52.00 ± 2.83", "55.50", "+3.50")
+    assert row.seeds == "2 seeds / 1 seed" and row.budget == "20 steps, ShapesWorld quick" and item.references is None
     md = summary_markdown(comps)
     assert "| cam (2 seeds) | 52.00 ± 2.83 | 41.00 ± 1.41 |" in md
     assert "| da_wsol (dawsol) | **55.50** | **45.00** |" in md
