@@ -28,14 +28,17 @@ from lowlabel.models.weights import (
     read_weights,
 )
 
-__all__ = ["export_backbone", "from_pretrained", "load", "load_weights", "read_weights", "save_pretrained"]
+__all__ = [
+    "backbone_state", "export_backbone", "from_pretrained", "load", "load_weights", "read_weights", "save_pretrained",
+]
 
 FORMAT = PRETRAINED_FORMAT
 WEIGHTS = PRETRAINED_WEIGHTS
 CONFIG = PRETRAINED_CONFIG
 
 
-def save_pretrained(method_or_nets: Any, out_dir: str | Path, *, nets: Mapping[str, nn.Module] | None = None) -> Path:
+def save_pretrained(method_or_nets: Any, out_dir: str | Path, *, nets: Mapping[str, nn.Module] | None = None,
+                    extra: Mapping[str, Any] | None = None) -> Path:
     """Write ``out_dir/model.safetensors`` and ``out_dir/config.json``.
 
     Args:
@@ -43,6 +46,7 @@ def save_pretrained(method_or_nets: Any, out_dir: str | Path, *, nets: Mapping[s
             network name -> module (weights only; ``from_pretrained`` then needs the method and config).
         out_dir: folder to create.
         nets: the method's networks, if already obtained (``method.networks()`` is called otherwise).
+        extra: more keys for ``config.json`` (``lowlabel export`` adds the source checkpoint and preprocessing).
 
     Returns:
         ``out_dir``.
@@ -68,7 +72,7 @@ def save_pretrained(method_or_nets: Any, out_dir: str | Path, *, nets: Mapping[s
     meta = {
         "format": FORMAT, "version": 1, "lowlabel_version": __version__,
         "method": getattr(method, "name", None), "config": config_to_dict(method.config) if method else None,
-        "networks": list(modules),
+        "networks": list(modules), **(extra or {}),
     }
     (out / CONFIG).write_text(json.dumps(meta, indent=2) + "\n")
     return out
@@ -113,10 +117,9 @@ def from_pretrained(path: str | Path, *, method_name: str | None = None, config:
                         frozen=frozen)
 
 
-def export_backbone(run_or_weights: str | Path, out_file: str | Path) -> Path:
-    """Write the backbone of a ``classify`` run (folder, checkpoint or ``save_pretrained`` folder) as a plain
-    ``.safetensors`` state dict that ``model.pretrained`` and other code read: a torchvision ResNet's keys without
-    ``fc.*``, or ``resnet_small``'s ``backbone.body.*`` keys.
+def export_backbone(run_or_weights: str | Path, out_file: str | Path, *, trust_pickle: bool = False) -> Path:
+    """Write the backbone of a run (folder, checkpoint or ``save_pretrained`` folder) as a plain ``.safetensors``
+    state dict that ``model.pretrained`` and other code read (:func:`backbone_state` says which layout).
 
     Raises:
         FileNotFoundError, UserError: unreadable weights; ValueError: more than one network, or no backbone in it.
@@ -125,17 +128,66 @@ def export_backbone(run_or_weights: str | Path, out_file: str | Path) -> Path:
 
     from lowlabel.models.weights import read_weights, single_network
 
-    weights = read_weights(run_or_weights)
-    state = single_network(weights, weights.file)
-    body = {k: v for k, v in state.items() if k.startswith("backbone.body.")}
-    tensors = body or {k: v for k, v in state.items() if not k.startswith("fc.")}
-    if not tensors:
-        raise ValueError(f"{weights.file}: no backbone weights")
+    weights = read_weights(run_or_weights, trust_pickle=trust_pickle)
+    tensors, layout = backbone_state(single_network(weights, weights.file), weights.file)
     out = Path(out_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(out),
-              metadata={"format": "lowlabel-backbone", "source": str(weights.file)})
+              metadata={"format": "lowlabel-backbone", "layout": layout, "source": str(weights.file)})
     return out
+
+
+# Where torchvision's ResNet modules sit in the networks lowlabel builds (key prefix in the network -> torchvision's):
+_RESNET_LAYOUTS: tuple[dict[str, str], ...] = (
+    # a torchvision ResNet itself: classify's resnet18/34/50, DeepLabV3's backbone
+    {"conv1.": "conv1.", "bn1.": "bn1.", "layer1.": "layer1.", "layer2.": "layer2.", "layer3.": "layer3.",
+     "layer4.": "layer4."},
+    # stem + four stages (models.backbones.CAMBackbone's resnet50, models.resnet_os16.StagedResNet)
+    {"body.0.0.": "conv1.", "body.0.1.": "bn1.", "body.1.": "layer1.", "body.2.": "layer2.", "body.3.": "layer3.",
+     "body.4.": "layer4."},
+    # one Sequential (conv1, bn1, relu, maxpool, layer1..4): ContrastCorr's resnet18_os8
+    {"body.0.": "conv1.", "body.1.": "bn1.", "body.4.": "layer1.", "body.5.": "layer2.", "body.6.": "layer3.",
+     "body.7.": "layer4."},
+)
+
+
+def backbone_state(state: Mapping[str, Any], source: Path) -> tuple[dict[str, Any], str]:
+    """The backbone of a network's state dict, and its key layout.
+
+    * ``"torchvision"``: a ResNet (any of the :data:`_RESNET_LAYOUTS`, under any prefix) in torchvision's keys
+      (``conv1.weight``, ``layer1.0.bn1.running_mean``, ..., no ``fc``), which timm's ResNets share: it loads into
+      ``torchvision.models.resnet50()`` with ``strict=False`` (only ``fc.*`` missing). Changed strides (CAM's
+      stride-1 stages) are architecture, not weights, so they are not in the file.
+    * ``"lowlabel"``: ``resnet_small``'s ``backbone.body.*`` keys, which ``model.pretrained`` reads.
+
+    Raises:
+        ValueError: neither (another architecture), naming ``source``.
+    """
+    found = []
+    for layout in _RESNET_LAYOUTS:
+        conv1, bn1, *stages = layout
+        for key, value in state.items():
+            if not key.endswith(conv1 + "weight") or getattr(value, "ndim", 0) != 4:
+                continue
+            prefix = key[: -len(conv1 + "weight")]
+            # a BatchNorm after the stem conv, and four stages of residual blocks (VGG's stages hold no conv1)
+            if f"{prefix}{bn1}running_mean" in state and all(f"{prefix}{stage}0.conv1.weight" in state
+                                                               for stage in stages):
+                found.append((len(prefix), prefix, layout))
+    if found:
+        _, prefix, layout = min(found, key=lambda f: f[0])
+        out = {}
+        for key, value in state.items():
+            src = next((s for s in layout if key.startswith(prefix + s)), None)
+            if src is not None:
+                out[layout[src] + key[len(prefix + src) :]] = value
+        return out, "torchvision"
+    marker = "backbone.body."
+    body = {key[key.index(marker) :]: value for key, value in state.items() if marker in key}
+    if any(key.startswith(f"{marker}1.conv1.") for key in body):  # resnet_small: one BasicBlock per stage
+        return body, "lowlabel"
+    raise ValueError(f"{source}: no ResNet backbone found (the backbone export knows torchvision ResNets and "
+                     f"resnet_small)")
 
 
 def load(path: str | Path, *, method_name: str | None = None, trust_pickle: bool = False) -> LoadedMethod:

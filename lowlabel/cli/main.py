@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "data": "data",
     "score": "score",
     "report": "report",
+    "export": "export",
     "demo": "demo",
 }
 

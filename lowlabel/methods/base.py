@@ -49,6 +49,12 @@ and returns one typed prediction per image (:mod:`lowlabel.structures`: ``Locali
 ``Segmentation``, ...), in memory, so that one method can feed another; ``predict`` (files in,
 files out, ``lowlabel predict``) is built on it.
 
+Export: ``export_networks(nets)`` returns the networks that predict at inference time, each as an
+:class:`ExportNet`: a small module with plain tensor inputs and outputs (normalised float images in), example
+inputs, input/output names and the dynamic axes. ``lowlabel export RUN --format onnx`` writes each with
+``torch.onnx.export`` (:mod:`lowlabel.engine.export`); a method without it cannot be exported to ONNX (its
+weights can still be written as safetensors).
+
 Method code is plain PyTorch: it does not import Lightning, and it never calls ``.cuda()``
 (create tensors with ``device=x.device``). Everything a method needs at construction (the data
 root, the number of classes) comes from its config.
@@ -69,6 +75,8 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 from torch import nn
 
+from lowlabel.structures import IMAGENET_MEAN, IMAGENET_STD
+
 
 @dataclass
 class OptimConfig:
@@ -81,9 +89,11 @@ class OptimConfig:
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     # "step": lr *= gamma every `step_size` optimizer steps (DA-WSOL's decay every k epochs, in steps);
-    # "poly": lr = base * (1 - t/T) ** power (SIPE/IRN); "cosine"; "constant".
-    schedule: Literal["constant", "step", "poly", "cosine"] = "constant"
+    # "poly": lr = base * (1 - t/T) ** power (SIPE/IRN); "cosine"; "constant";
+    # "multistep": lr *= gamma at each step of `milestones` (detectron2's SOLVER.STEPS).
+    schedule: Literal["constant", "step", "poly", "cosine", "multistep"] = "constant"
     step_size: int = 1000
+    milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     power: float = 0.9
     warmup_steps: int = 0
@@ -174,6 +184,36 @@ class EvalResult:
     monitor: str = ""
 
 
+@dataclass
+class ExportNet:
+    """One inference network as ``lowlabel export`` writes it (ONNX, with its ``config.json`` entry).
+
+    Attributes:
+        module: plain tensors in, a tensor or a tuple of tensors out (one per ``output_names``), in eval mode.
+        example_inputs: one tensor per ``input_names`` (batch of 2: torch.export specialises sizes 0 and 1).
+        input_names, output_names: the ONNX graph's names.
+        dynamic_axes: input name -> {axis: "batch" | "height" | "width"}; axes sharing a name share a size.
+        outputs: output name -> what it holds (shape and meaning), copied into ``config.json``.
+        colour, scale, mean, std: the input is ``(image * scale - mean) / std`` of an 8-bit image in colour space
+            ``colour`` (channels in that order).
+        image_size: ``(H, W)`` the method itself feeds (None: any size the dynamic axes allow).
+        class_names: the classes of the outputs' class axis, where known.
+    """
+
+    module: nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]]
+    outputs: dict[str, str] = field(default_factory=dict)
+    colour: str = "RGB"
+    scale: float = 1 / 255
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    image_size: tuple[int, int] | None = None
+    class_names: list[str] | None = None
+
+
 @runtime_checkable
 class Method(Protocol):
     """The members every method implements (the optional ones are listed below the class)."""
@@ -217,6 +257,8 @@ class Method(Protocol):
 #                                                             evaluation); default: nothing
 #   predict_batch(nets, images: list[Tensor]) -> list[...]    typed predictions in memory
 #   predict(nets, inputs: Path, out: Path) -> None            `lowlabel predict`, built on predict_batch
+#   export_networks(nets) -> dict[str, ExportNet]             the inference networks `lowlabel export` writes
+#                                                             (ONNX), keyed by file name; default: none
 Collate = Callable[[list[Any]], Any]
 
 
@@ -251,7 +293,7 @@ def build_optimizer(params: Any, cfg: OptimConfig) -> torch.optim.Optimizer:
 def build_scheduler(
     opt: torch.optim.Optimizer, cfg: OptimConfig, total_steps: int
 ) -> torch.optim.lr_scheduler.LRScheduler:
-    """A per-optimizer-step LR schedule from ``cfg`` (warm-up, then constant/step/poly/cosine)."""
+    """A per-optimizer-step LR schedule from ``cfg`` (warm-up, then constant/step/multistep/poly/cosine)."""
     import math
 
     def factor(step: int) -> float:
@@ -259,6 +301,8 @@ def build_scheduler(
             return (step + 1) / cfg.warmup_steps
         if cfg.schedule == "step":
             return cfg.gamma ** (step // cfg.step_size)
+        if cfg.schedule == "multistep":
+            return cfg.gamma ** sum(step >= m for m in cfg.milestones)
         t = min(step / max(total_steps, 1), 1.0)
         if cfg.schedule == "poly":
             return (1.0 - t) ** cfg.power

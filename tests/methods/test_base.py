@@ -64,3 +64,10 @@ def test_linear_warmup_then_the_schedule_at_the_global_step() -> None:
     assert factors(cfg, 10, 5) == pytest.approx([0.5, 1.0, 0.8, 0.7, 0.6])
     cfg = OptimConfig(lr=0.1, schedule="step", step_size=2, gamma=0.1, warmup_steps=3)
     assert factors(cfg, 10, 6) == pytest.approx([1 / 3, 2 / 3, 1.0, 0.1, 0.01, 0.01])
+
+
+def test_multistep_multiplies_by_gamma_at_each_milestone() -> None:
+    """detectron2's SOLVER.STEPS: x gamma from each milestone step on (unsorted milestones count the same)."""
+    cfg = OptimConfig(lr=0.1, schedule="multistep", milestones=(5, 2), gamma=0.1)
+    assert factors(cfg, 100, 7) == pytest.approx([1, 1, 0.1, 0.1, 0.1, 0.01, 0.01])
+    assert factors(OptimConfig(lr=0.1, schedule="multistep"), 100, 3) == pytest.approx([1, 1, 1])

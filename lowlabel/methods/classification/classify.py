@@ -36,7 +36,7 @@ from torchvision.transforms import v2
 from lowlabel.data.imagenet import ImageFolderIndex, index_split
 from lowlabel.data.io import load_rgb, to_image
 from lowlabel.data.transforms import normalize
-from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig, build_optimizer
+from lowlabel.methods.base import EvalResult, ExportNet, OptimConfig, StepOutput, TrainerConfig, build_optimizer
 from lowlabel.methods.predict import predict_files
 from lowlabel.models.backbones import build_backbone
 from lowlabel.models.weights import resolve_pretrained
@@ -221,6 +221,15 @@ class Classify:
         x = torch.stack([transform(tv_tensors.Image(torch.as_tensor(img))) for img in images]).to(device)
         probs = model(x).float().softmax(1).cpu()
         return [Classification(label=int(p.argmax()), score=float(p.max()), probs=p) for p in probs]
+
+    def export_networks(self, nets: Mapping[str, nn.Module]) -> dict[str, ExportNet]:
+        """The classifier as ``images -> logits`` for ``lowlabel export``."""
+        crop = self.config.data.crop
+        return {"model": ExportNet(
+            module=nets["model"].eval(), example_inputs=(torch.randn(2, 3, crop, crop),), input_names=["images"],
+            output_names=["logits"], dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}},
+            outputs={"logits": "(B, C) class scores (softmax for probabilities)"}, image_size=(crop, crop),
+            class_names=list(self.names))}
 
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
         """``predictions.json``: the top-k classes (names and probabilities) of every image in ``inputs``."""

@@ -49,7 +49,7 @@ from lowlabel.data.io import load_rgb
 from lowlabel.data.video import VideoClips
 from lowlabel.errors import UserError
 from lowlabel.losses import contrastcorr as L
-from lowlabel.methods.base import EvalResult, Frozen, OptimConfig, StepOutput, TrainerConfig, build_optimizer
+from lowlabel.methods.base import EvalResult, ExportNet, Frozen, OptimConfig, StepOutput, TrainerConfig, build_optimizer
 from lowlabel.methods.correspondence.common import (
     VideoDataConfig,
     channel_dropout,
@@ -303,6 +303,16 @@ class ContrastCorr:
         per_class = {"J-Mean": {k: v["J"] for k, v in per_object.items()},
                      "F-Mean": {k: v["F"] for k, v in per_object.items()}}
         return EvalResult(metrics=result["metrics"], per_class=per_class, monitor="J&F-Mean")
+
+    def export_networks(self, nets: Mapping[str, nn.Module]) -> dict[str, ExportNet]:
+        """The frame encoder as ``images -> features`` for ``lowlabel export`` (the colour autoencoder only trains)."""
+        size = self.config.data.crop
+        return {"encoder": ExportNet(
+            module=nets["encoder"].eval(), example_inputs=(torch.randn(2, 3, size, size),), input_names=["images"],
+            output_names=["features"], dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}},
+            outputs={"features": f"(B, D, H/{STRIDE}, W/{STRIDE}) per-cell features; lowlabel propagates masks with "
+                                 "the softmax of their dot products between frames (H, W multiples of 8)"},
+            colour="LAB", scale=1 / 256)}  # OpenCV's 8-bit LAB; (lab - 128) / 128 mapped back to [0, 1] = lab / 256
 
     @torch.no_grad()
     def predict_batch(self, nets: Mapping[str, nn.Module], images: Sequence[Tensor]) -> list[Image]:

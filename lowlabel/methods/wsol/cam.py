@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lowlabel.data.transforms import collate_dicts
-from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig, build_optimizer
+from lowlabel.methods.base import EvalResult, ExportNet, OptimConfig, StepOutput, TrainerConfig, build_optimizer
 from lowlabel.methods.predict import predict_files
 from lowlabel.methods.wsol.common import (
     ModelConfig,
@@ -34,6 +34,7 @@ from lowlabel.methods.wsol.common import (
     check_labels,
     count_correct,
     evaluate_wsol,
+    export_cam_net,
     localize,
     unwrap,
     write_localization,
@@ -106,6 +107,11 @@ class CAMMethod:
         """One :class:`~lowlabel.structures.Localization` per uint8 ``(3, H, W)`` image (nets in eval mode)."""
         return localize(unwrap(nets["model"]), images, crop_size=self.config.data.crop_size,
                         threshold=self.config.predict_threshold)
+
+    def export_networks(self, nets: Mapping[str, nn.Module]) -> dict[str, ExportNet]:
+        """The classifier as ``images -> (logits, cams)`` for ``lowlabel export`` (DA-WSOL's assigner only trains)."""
+        return {"model": export_cam_net(unwrap(nets["model"]), crop_size=self.config.data.crop_size,
+                                        class_names=self.class_names)}
 
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
         """CAM overlays ``<name>_cam.png`` and ``boxes.json`` (class, score, boxes) for every image in ``inputs``."""

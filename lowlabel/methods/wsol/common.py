@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from lowlabel.data.transforms import collate_dicts, wsol_eval, wsol_train
 from lowlabel.data.wsol import WSOLDataset
 from lowlabel.errors import DataError, UserError
-from lowlabel.methods.base import EvalResult
+from lowlabel.methods.base import EvalResult, ExportNet
 from lowlabel.models.backbones import build_backbone
 from lowlabel.models.cam_heads import CAMNet, scoremaps_from_cams, select_class_cams
 from lowlabel.samples import SampleKeeper, save_sample, write_per_image
@@ -120,6 +120,30 @@ def build_cam_net(model: ModelConfig, num_classes: int) -> CAMNet:
     backbone = build_backbone(name=model.backbone, pretrained=model.pretrained,
                               large_feature_map=model.large_feature_map, width=model.width)
     return CAMNet(backbone=backbone, num_classes=num_classes)
+
+
+class CAMInference(torch.nn.Module):
+    """A :class:`CAMNet` for export: ``images`` (B, 3, H, W) normalised -> ``logits`` (B, C), ``cams`` (B, C, h, w)."""
+
+    def __init__(self, model: CAMNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.cams(images)
+
+
+def export_cam_net(model: CAMNet, *, crop_size: int, class_names: list[str] | None) -> ExportNet:
+    """The ``export_networks`` entry of the WSOL methods: the classifier with its class activation maps."""
+    stride = model.backbone.feature_stride
+    return ExportNet(
+        module=CAMInference(model).eval(), example_inputs=(torch.randn(2, 3, crop_size, crop_size),),
+        input_names=["images"], output_names=["logits", "cams"],
+        dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}},
+        outputs={"logits": "(B, C) class scores (softmax for probabilities)",
+                 "cams": f"(B, C, H/{stride}, W/{stride}) raw class activation maps; lowlabel's heat map is the top "
+                         "class's map, min-max normalised and resized bicubically to the image"},
+        image_size=(crop_size, crop_size), class_names=class_names)
 
 
 def unwrap(net: torch.nn.Module) -> CAMNet:

@@ -18,7 +18,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from lowlabel.data.io import save_palette_png
-from lowlabel.methods.base import EvalResult
+from lowlabel.methods.base import EvalResult, ExportNet
 from lowlabel.methods.wsss.common import InferConfig, ScoreFn, WSSSData, check_labels, normalize_image
 from lowlabel.samples import SampleKeeper, save_sample, write_per_image
 from lowlabel.structures import Segmentation, voc_palette
@@ -218,6 +218,32 @@ class CorLocAccumulator:
         from lowlabel.metrics.corloc import corloc
 
         return corloc(self.dets, self.gts)
+
+
+class MultiLabelCAMInference(nn.Module):
+    """A multi-label CAM network for export: ``images`` (B, 3, H, W) normalised -> ``logits`` (B, K) (the GAP of the
+    CAM, as training scores them) and ``cams`` (B, K, h, w) = relu(CAM), the maps the seeds are made of."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        cam = self.model(images).cam  # (B, K, h, w)
+        return cam.mean(dim=(2, 3)), F.relu(cam)
+
+
+def export_net(module: nn.Module, model: nn.Module, *, inputs: dict[str, Tensor], outputs: dict[str, str],
+               class_names: list[str]) -> ExportNet:
+    """An :class:`ExportNet` of a WSSS network ``model`` wrapped in ``module``: ``inputs`` (a dynamic batch axis 0;
+    ``images`` also dynamic height and width) and ``outputs`` (name -> meaning, "h, w" = the feature map's size), in
+    the given order."""
+    axes = {name: {0: "batch"} for name in inputs}
+    axes["images"] = {0: "batch", 2: "height", 3: "width"}
+    stride = getattr(model.backbone, "feature_stride", None)
+    notes = {k: v.replace("h, w", f"H/{stride}, W/{stride}") if stride else v for k, v in outputs.items()}
+    return ExportNet(module=module.eval(), example_inputs=tuple(inputs.values()), input_names=list(inputs),
+                     output_names=list(outputs), dynamic_axes=axes, outputs=notes, class_names=list(class_names))
 
 
 def segment(model: nn.Module, score_fn: ScoreFn, images: Sequence[Tensor], cfg: InferConfig) -> list[Segmentation]:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
+from lowlabel.methods.base import EvalResult, ExportNet, OptimConfig, StepOutput, TrainerConfig
 from lowlabel.methods.predict import predict_files
 from lowlabel.methods.wsss import common, inference
 from lowlabel.structures import Segmentation
@@ -157,6 +157,17 @@ class MLCAM:
         model = nets["model"]
         t = self.threshold if self.threshold is not None else self.find_threshold(model)
         return inference.segment(model, self.score_fn(model, t), images, self.config.infer)
+
+    def export_networks(self, nets: Mapping[str, nn.Module]) -> dict[str, ExportNet]:
+        """The classifier as ``images -> (logits, cams)`` for ``lowlabel export`` (one scale, no flip, no seeds)."""
+        model, size = nets["model"], self.config.data.crop
+        background = "" if self.threshold is None else f" ({self.threshold:.2f} for this run)"
+        return {"model": inference.export_net(
+            inference.MultiLabelCAMInference(model), model, inputs={"images": torch.randn(2, 3, size, size)},
+            outputs={"logits": "(B, K) multi-label scores; sigmoid > 0.5 = the classes present (lowlabel's predict)",
+                     "cams": "(B, K, h, w) relu(CAM); lowlabel's seeds sum scales and flips, divide each map by its "
+                             f"max and compare it with a constant background score{background}"},
+            class_names=self.data.class_names)}
 
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
         """``seeds/``, ``pseudo/`` (VOC palette PNGs) and ``overlays/`` for every image in ``inputs``."""

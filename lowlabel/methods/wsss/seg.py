@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowlabel.errors import DataError
-from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
+from lowlabel.methods.base import EvalResult, ExportNet, OptimConfig, StepOutput, TrainerConfig
 from lowlabel.methods.predict import predict_files
 from lowlabel.methods.wsss import common, inference
 from lowlabel.models.seg_nets import SEG_ARCHS, SegNet
@@ -177,6 +177,15 @@ class Seg:
         """The network's class-id map of each uint8 ``(3, H, W)`` image (nets in eval mode)."""
         return [Segmentation(mask=torch.from_numpy(self.predict_ids(nets["model"], torch.as_tensor(image))))
                 for image in images]
+
+    def export_networks(self, nets: Mapping[str, nn.Module]) -> dict[str, ExportNet]:
+        """The segmentation network as ``images -> logits`` for ``lowlabel export``."""
+        model, size = nets["model"], self.config.data.crop
+        return {"model": ExportNet(
+            module=model.eval(), example_inputs=(torch.randn(2, 3, size, size),), input_names=["images"],
+            output_names=["logits"], dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}},
+            outputs={"logits": "(B, K+1, H, W) class scores at the input size, background first; argmax = the mask"},
+            class_names=["background", *self.data.class_names])}
 
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
         """``masks/<name>.png`` (VOC palette class ids) and an overlay for every image in ``inputs``."""

@@ -36,6 +36,7 @@ background map), ``use_hierarchical`` (without it, prototypes live on the last-s
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowlabel.losses import sipe as L
-from lowlabel.methods.base import EvalResult, OptimConfig, StepOutput, TrainerConfig
+from lowlabel.methods.base import EvalResult, ExportNet, OptimConfig, StepOutput, TrainerConfig
 from lowlabel.methods.predict import predict_files
 from lowlabel.methods.wsss import common, inference
 from lowlabel.models.seg_nets import CAMOutput
@@ -125,6 +126,27 @@ def sipe_maps(out: CAMOutput, valid: Tensor, params: SIPEParams, *, seed_feature
     return {"norm_cam": norm_cam, "seeds": seeds, "prototypes": protos, "is_cam": iscam}
 
 
+class SIPEInference(nn.Module):
+    """SIPE's network for export, one scale: ``images`` (B, 3, H, W) normalised and ``labels`` (B, K) 0/1 (the image's
+    classes; lowlabel's predict takes the classifier's) -> ``logits`` (B, K), ``cams`` (B, K, h, w) = relu(CAM) and
+    ``is_cam`` (B, K+1, h, w): background first, absent classes 0, as :meth:`SIPE.score_maps` makes it per scale."""
+
+    def __init__(self, model: nn.Module, params: SIPEParams) -> None:
+        super().__init__()
+        self.model = model
+        self.params = params
+
+    def forward(self, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        out: CAMOutput = self.model(images)
+        assert out.hier is not None
+        lab1 = torch.cat([labels.new_ones(labels.shape[0], 1), labels], dim=1)[:, :, None, None]  # (B, K1, 1, 1)
+        seeding = lab1 if self.params.seed_classes == "labels" else torch.ones_like(lab1)
+        # one chunk: the structure map of every cell at once (export traces no loop over a dynamic size)
+        params = dataclasses.replace(self.params, chunk_size=out.hier.shape[2] * out.hier.shape[3])
+        is_cam = sipe_maps(out, seeding, params, seed_features=out.hier)["is_cam"] * lab1
+        return out.cam.mean(dim=(2, 3)), F.relu(out.cam), is_cam
+
+
 class SIPE:
     """The SIPE method (training + multi-scale inference + evaluation)."""
 
@@ -187,6 +209,20 @@ class SIPE:
         """Seeds and pseudo masks of uint8 ``(3, H, W)`` images, for the classes the classifier finds (eval mode)."""
         model = nets["model"]
         return inference.segment(model, lambda img, lab: self.score_maps(model, img, lab), images, self.config.infer)
+
+    def export_networks(self, nets: Mapping[str, nn.Module]) -> dict[str, ExportNet]:
+        """The network as ``(images, labels) -> (logits, cams, is_cam)`` for ``lowlabel export`` (one scale)."""
+        model, size, k = nets["model"], self.config.data.crop, self.num_classes
+        labels = torch.zeros(2, k)
+        labels[0, 0] = labels[1, k - 1] = 1.0
+        return {"model": inference.export_net(
+            SIPEInference(model, self.config.sipe), model,
+            inputs={"images": torch.randn(2, 3, size, size), "labels": labels},
+            outputs={"logits": "(B, K) multi-label scores; sigmoid > 0.5 = the classes present (lowlabel's predict)",
+                     "cams": "(B, K, h, w) relu(CAM)",
+                     "is_cam": "(B, K+1, h, w) IS-CAM in [0, 1], background first, classes not in labels 0; "
+                               "lowlabel sums scales and flips and divides each map by its max"},
+            class_names=self.data.class_names)}
 
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
         """``seeds/``, ``pseudo/`` (VOC palette PNGs) and ``overlays/`` for every image in ``inputs``."""
