@@ -11,7 +11,9 @@ A study script (``benchmarks/studies/*.sh``) ends by writing ``benchmarks/result
               {"run": "da_wsol without ...", "role": "ablation", ...}]}
 
 Values are percent, as the runs report them; ``std`` is the sample standard deviation (0 for one seed). The first
-metric of a row is the study's headline metric. Optional row fields (files without them stay valid):
+metric of a row is the study's headline metric. An optional top-level ``"source"`` (one line) says where the values
+come from when they were not read from run folders by the study script (a transcription of a recorded table whose
+runs were not kept); the README prints it under the table. Optional row fields (files without them stay valid):
 
 * ``"method"``: the method's CLI name (``"sipe"``), so ``lowlabel report --reference`` can match the row to a
   comparison; ``"config"``: the config it ran (``"synth-full"``). Both are read from the runs' ``env.json`` when the
@@ -198,6 +200,9 @@ def read_result(path: Path) -> dict[str, Any]:
                 raise UserError(f"{path}: row {i} ({row['run']!r}) metric {name!r}: mean, std and values must be "
                                 "numbers")
         _check_optional_fields(row, f"{path}: row {i} ({row['run']!r})")
+    source = data.get("source")
+    if "source" in data and (not isinstance(source, str) or not source.strip() or "\n" in source):
+        raise UserError(f"{path}: malformed result file ('source' must be a one-line string)")
     return data
 
 
@@ -257,5 +262,7 @@ def render_readme(text: str, results: dict[str, dict[str, Any]]) -> str:
         result = results[study]
         block = (f"\n{markdown_table(result)}\n\n`{result['command']}` (commit {result['commit'][:7]}, "
                  f"{result['date']}, ShapesWorld {result['shapesworld']})\n")
+        if result.get("source"):
+            block += f"\n{result['source']}\n"
         out += [text[pos:head_end], block]
         pos = end

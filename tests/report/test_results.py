@@ -58,6 +58,9 @@ def test_runs_of_different_commits_record_the_checkout(tmp_path: Path) -> None:
      '"rows": [{"run": "r", "role": "winner", "seeds": [0], "metrics": {}}]}', "role 'winner'"),
     ('{"study": "s", "command": "c", "commit": "x", "date": "d", "shapesworld": "1.5", '
      '"rows": [{"run": "r", "role": "method", "seeds": [0], "metrics": {"m": {"mean": 1}}}]}', "needs mean, std"),
+    ('{"study": "s", "command": "c", "commit": "x", "date": "d", "shapesworld": "1.5", "source": "a\\nb", '
+     '"rows": [{"run": "r", "role": "method", "seeds": [0], "metrics": {"m": {"mean": 1, "std": 0, "values": [1]}}}]}',
+     "'source' must be a one-line string"),
 ])
 def test_malformed_result_files_are_one_line_errors(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "s.json"
@@ -85,6 +88,9 @@ def test_readme_blocks_are_replaced_and_the_rest_kept(tmp_path: Path) -> None:
     assert out.startswith("intro\n<!-- result:s -->\n| run | seeds | m |") and out.endswith("<!-- /result -->\noutro\n")
     assert "stale table" not in out and "`bash s.sh` (commit abc123" in out
     assert render_readme(out, {"s": result}) == out  # idempotent
+    result["source"] = "Transcribed from a recorded table."
+    out = render_readme(out, {"s": result})
+    assert "ShapesWorld 1.5)\n\nTranscribed from a recorded table.\n<!-- /result -->" in out
 
 
 def test_the_readme_agrees_with_benchmarks_results() -> None:
