@@ -74,3 +74,59 @@ def test_voc_xml_detection_folder(tmp_path: Path) -> None:
     ds = DetectionFolder(image_dir=img, annotations=ann, class_names=["car"])
     with pytest.raises(DataError, match="a.xml: unknown class 'person'"):
         ds[0]
+
+
+def test_kitti_label_folder(tmp_path: Path) -> None:
+    """KITTI's label_2 files: the 0-based corners ``left top right bottom`` become exclusive extents; DontCare is no
+    class; a malformed line names its file and line."""
+    images, labels = tmp_path / "image_2", tmp_path / "label_2"
+    images.mkdir()
+    labels.mkdir()
+    Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(images / "000000.png")
+    rest = "1.5 1.6 3.9 -3.0 1.6 10.0 -1.6"
+    (labels / "000000.txt").write_text(f"Car 0.00 0 -1.5 2.00 3.00 9.50 12.00 {rest}\n"
+                                       f"Pedestrian 0.10 1 0.2 20.00 1.00 24.00 18.00 {rest}\n"
+                                       "DontCare -1 -1 -10 30.00 2.00 38.00 9.00 -1 -1 -1 -1000 -1000 -1000 -10\n")
+    ds = DetectionFolder(image_dir=images, annotations=labels)
+    assert ds.class_names == ["Car", "Pedestrian"]
+    item = ds[0]
+    assert item["boxes"].tolist() == [[2, 3, 10.5, 13], [20, 1, 25, 19]] and item["labels"].tolist() == [0, 1]
+    assert item["file_name"] == "000000.png" and item["image_id"] == "000000"
+    assert DetectionFolder(image_dir=images, annotations=labels, class_names=["Pedestrian", "Car"])[0][
+        "labels"].tolist() == [1, 0]
+    (labels / "000000.txt").write_text("Car 0.00 0 -1.5 2.00 3.00\n")
+    with pytest.raises(DataError, match=r"000000\.txt:1: expected 15 values"):
+        DetectionFolder(image_dir=images, annotations=labels, class_names=["Car"])[0]
+
+
+def test_file_suffix_and_annotated_names(tmp_path: Path) -> None:
+    """Foggy Cityscapes under Cityscapes' COCO boxes: only the beta-0.02 files are read, each under the clean name the
+    annotations give it; list_images and UnpairedImages keep only the files of one ending."""
+    import json
+
+    foggy = tmp_path / "leftImg8bit_foggy" / "val" / "lindau"
+    foggy.mkdir(parents=True)
+    for beta, value in (("0.005", 1), ("0.01", 2), ("0.02", 3)):
+        for i in range(2):
+            Image.fromarray(np.full((8, 16, 3), value, np.uint8)).save(
+                foggy / f"lindau_000000_00001{i}_leftImg8bit_foggy_beta_{beta}.png")
+    images = [{"id": i + 1, "file_name": f"lindau/lindau_000000_00001{i}_leftImg8bit.png", "width": 16, "height": 8}
+              for i in range(2)]
+    boxes = [{"id": 1, "image_id": 2, "category_id": 26, "bbox": [1, 2, 3, 4], "area": 12, "iscrowd": 0}]
+    (tmp_path / "val.json").write_text(json.dumps({"images": images, "annotations": boxes,
+                                                   "categories": [{"id": 26, "name": "car"}]}))
+    root = tmp_path / "leftImg8bit_foggy" / "val"
+    ds = DetectionFolder(image_dir=root, annotations=tmp_path / "val.json",
+                         file_suffix="_leftImg8bit_foggy_beta_0.02.png", annotated_suffix="_leftImg8bit.png")
+    assert ds.file_names() == [im["file_name"] for im in images] and len(ds) == 2
+    item = ds[1]
+    assert item["file_name"] == "lindau/lindau_000000_000011_leftImg8bit.png"
+    assert int(item["image"].max()) == 3 and item["boxes"].tolist() == [[1, 2, 4, 6]]  # the beta-0.02 file
+    with pytest.raises(DataError, match=r"val\.json: no image file_name ends with '_leftImg8bit_foggy'"):
+        DetectionFolder(image_dir=root, annotations=tmp_path / "val.json", file_suffix="x.png",
+                        annotated_suffix="_leftImg8bit_foggy")
+    assert [p.name[-9:] for p in list_images(root, suffix="_beta_0.02.png")] == ["_0.02.png", "_0.02.png"]
+    with pytest.raises(DataError, match="no image file name ends with '_beta_0.2.png'"):
+        list_images(root, suffix="_beta_0.2.png")
+    pairs = UnpairedImages(dir_a=root, dir_b=root, suffix_a="_beta_0.02.png", serial=True)
+    assert len(pairs) == 6 and len(pairs.a) == 2 and int(pairs[0]["a"].max()) == 3
