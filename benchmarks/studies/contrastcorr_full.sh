@@ -40,7 +40,7 @@ done
 "$py" benchmarks/write_result.py --study contrastcorr-full \
   --command "bash benchmarks/studies/contrastcorr_full.sh $out \"$seeds\"" \
   --row "ContrastCorr" method "$out/contrastcorr-s*::heldout/metrics.json" J\&F-Mean J-Mean F-Mean \
-  --row "intra-only training (--contrastcorr.use_inter false)" ablation "$out/intra-only-s*::heldout/metrics.json" \
+  --row "intra-only training (--contrastcorr.use_inter false)" baseline "$out/intra-only-s*::heldout/metrics.json" \
     J\&F-Mean J-Mean F-Mean
 "$py" -c "from lowlabel.report.results import markdown_table, read_result; \
 print(markdown_table(read_result('benchmarks/results/contrastcorr-full.json')))"

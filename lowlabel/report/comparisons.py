@@ -1,7 +1,9 @@
 """Which method is compared with which baseline, and which metrics are the headline ones.
 
 This is the one place that knows method names in the report: adding a method with a baseline is
-one line in :data:`BASELINES`, and its headline metric keys go in :data:`HEADLINE_METRICS`.
+one line in :data:`BASELINES`, and its headline metric keys go in :data:`HEADLINE_METRICS`. A baseline that is the
+method itself with a part switched off (ContrastCorr's intra-only training) is also a line of
+:data:`BASELINE_SWITCHES`: the config values that make a run of the method a baseline run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,33 @@ BASELINES: dict[str, str] = {
     "da_wsol": "cam",
     "sipe": "mlcam",
     "lgcl": "cut",
+    "contrastcorr": "contrastcorr",
 }
+
+# method -> (the baseline's name, the dotted config values of its runs) where the baseline is the method itself
+# with something switched off; `lowlabel demo` trains it with these values as overrides.
+BASELINE_SWITCHES: dict[str, tuple[str, dict[str, object]]] = {
+    "contrastcorr": ("intra-only", {"contrastcorr.use_inter": False}),
+}
+
+
+def baseline_title(method: str) -> str:
+    """How the baseline of ``method`` is named in titles: its method name, or the switched-off variant's name."""
+    return BASELINE_SWITCHES[method][0] if method in BASELINE_SWITCHES else BASELINES.get(method, "")
+
+
+def is_switched_baseline(group: RunGroup) -> bool:
+    """Whether the runs of ``group`` are its method's switched-off baseline (:data:`BASELINE_SWITCHES`)."""
+    if group.method not in BASELINE_SWITCHES or not group.runs:
+        return False
+    config = group.runs[0].config
+    for dotted, want in BASELINE_SWITCHES[group.method][1].items():
+        node: object = config
+        for part in dotted.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node != want:
+            return False
+    return True
 
 # Headline metric keys, in display order; other numeric keys of metrics.json follow alphabetically.
 HEADLINE_METRICS: tuple[str, ...] = (
@@ -70,6 +98,13 @@ def build_comparisons(groups: Sequence[RunGroup]) -> list[Comparison]:
     used: set[str] = set()
     out: list[Comparison] = []
     for method, mgroups in by_method.items():
+        if method in BASELINE_SWITCHES:
+            base_groups = [g for g in mgroups if is_switched_baseline(g)]
+            own = [g for g in mgroups if not is_switched_baseline(g)]
+            if base_groups and own:
+                out.append(Comparison(title=f"{method} vs {baseline_title(method)}", baseline=base_groups, method=own))
+                used.add(method)
+            continue
         base = BASELINES.get(method)
         if base is not None and base in by_method:
             out.append(Comparison(title=f"{method} vs {base}", baseline=by_method[base], method=mgroups))

@@ -13,7 +13,14 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
-from lowlabel.report.comparisons import BASELINES, HEADLINE_METRICS, Comparison, lower_is_better, metric_order
+from lowlabel.report.comparisons import (
+    BASELINES,
+    HEADLINE_METRICS,
+    Comparison,
+    baseline_title,
+    lower_is_better,
+    metric_order,
+)
 from lowlabel.report.references import Reference, ReferenceSet
 from lowlabel.report.runs import RunGroup
 
@@ -229,6 +236,7 @@ def headlines(comparisons: Sequence[Comparison], references: ReferenceSet | None
             continue
         method_name = comp.method[0].method
         base_name = comp.baseline[0].method if comp.baseline else BASELINES.get(method_name)
+        shown_base = baseline_title(method_name) if method_name in BASELINES else base_name
         if base_name is None or (not comp.baseline and references is None):
             continue
         key = headline_metric(comp)
@@ -237,7 +245,7 @@ def headlines(comparisons: Sequence[Comparison], references: ReferenceSet | None
         base_group = comp.baseline[0] if comp.baseline else None
         meth_group = comp.method[0]
         row = HeadlineRow(
-            title=comp.title if base_group else f"{comp.title} (no {base_name} run)",
+            title=comp.title if base_group else f"{comp.title} (no {shown_base} run)",
             metric=key,
             baseline=Stat.of(base_group.values(key)) if base_group else None,
             method=Stat.of(meth_group.values(key)),
@@ -249,7 +257,7 @@ def headlines(comparisons: Sequence[Comparison], references: ReferenceSet | None
         if references is not None:
             refs = [_reference_row(ref, key) for ref in references.matching(method_name, base_name)]
             refs = [r for r in refs if r is not None]
-        out.append(Headline(comparison=comp, row=row, baseline_name=base_name, references=refs))
+        out.append(Headline(comparison=comp, row=row, baseline_name=shown_base, references=refs))
     return out
 
 

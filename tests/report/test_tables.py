@@ -132,3 +132,21 @@ def test_headline_and_markdown(fake_run) -> None:
     assert "| cam (2 seeds) | 52.00 ± 2.83 | 41.00 ± 1.41 |" in md
     assert "| da_wsol (dawsol) | **55.50** | **45.00** |" in md
     assert "sipe (sipe\\|x)" in md
+
+
+def test_a_switched_off_variant_of_the_method_is_its_baseline(fake_run) -> None:
+    """ContrastCorr's baseline is its own intra-only training (contrastcorr.use_inter false in the run's config)."""
+    runs = [
+        load_run(fake_run("cc", method="contrastcorr", metrics={"J&F-Mean": 60.0},
+                          config_extra={"contrastcorr": {"use_inter": True}})),
+        load_run(fake_run("cc-intra", method="contrastcorr", metrics={"J&F-Mean": 55.0},
+                          config_extra={"contrastcorr": {"use_inter": False}})),
+    ]
+    (comp,) = build_comparisons(group_runs(runs))
+    assert comp.title == "contrastcorr vs intra-only"
+    assert [g.runs[0].name for g in comp.baseline] == ["cc-intra"] and [g.runs[0].name for g in comp.method] == ["cc"]
+    (item,) = headlines([comp])
+    assert (item.row.metric, item.row.delta, item.baseline_name) == ("J&F-Mean", "+5.00", "intra-only")
+    # without the intra-only run there is nothing to compare with: the method stands alone
+    (alone,) = build_comparisons(group_runs(runs[:1]))
+    assert alone.title == "contrastcorr" and alone.baseline == []
