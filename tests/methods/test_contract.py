@@ -27,10 +27,10 @@ import torch
 
 from lowlabel.engine import fit, load_method_from_run
 from lowlabel.engine.checkpoint import load_checkpoint
-from lowlabel.engine.config import load_config_file
+from lowlabel.engine.config import config_to_dict, load_config_file
 from lowlabel.methods import METHODS, method_module
 from lowlabel.models.weights import CHECKPOINT_FORMAT
-from lowlabel.structures import Classification, Image, Localization, Segmentation
+from lowlabel.structures import Classification, Detections, Image, Localization, Segmentation
 from tests.methods.wsol.wsol_fake import write_wsol
 from tests.methods.wsss.wsss_configs import fake_root_for
 
@@ -99,6 +99,15 @@ def prepare_classify(cfg: Any, tmp: Path) -> Any:
     return cfg
 
 
+def prepare_open_vocab(cfg: Any, tmp: Path) -> Any:
+    """A COCO-layout folder with captions and a base/novel split (three colour categories, one novel)."""
+    from tests.methods.open_vocab.coco_fake import write_coco
+
+    cfg.data = dataclasses.replace(cfg.data, root=str(write_coco(tmp / "coco")), names={})
+    cfg.model = dataclasses.replace(cfg.model, pretrained="")
+    return cfg
+
+
 def prepare_video(cfg: Any, tmp: Path) -> Any:
     """A DAVIS-layout folder (two 5-frame sequences) whose clips/ holds them again as unlabeled frame folders."""
     from tests.methods.correspondence.test_common import write_davis
@@ -120,12 +129,80 @@ def prepare_video(cfg: Any, tmp: Path) -> Any:
     return cfg
 
 
+def _rebase(value: Any, data: Path, domains: Path) -> Any:
+    """``value`` (a config dataclass, dict or string) with ``data/...`` paths moved under ``data`` and a ``synth:``
+    root replaced by the fake ShapesWorld ``domains`` folder."""
+    if dataclasses.is_dataclass(value):
+        return dataclasses.replace(value, **{f.name: _rebase(getattr(value, f.name), data, domains)  # type: ignore[misc]
+                                             for f in dataclasses.fields(value)})
+    if isinstance(value, dict):
+        return {k: _rebase(v, data, domains) for k, v in value.items()}
+    if isinstance(value, str) and value.startswith("data/"):
+        return str(data / value.removeprefix("data/"))
+    if isinstance(value, str) and value.startswith("synth:"):
+        return str(domains)
+    return value
+
+
+def _small_detector(model: Any, *, backbone: str | None = None) -> Any:
+    """The detector settings with few proposals and RoIs, images at their own (tiny) size, no downloaded weights."""
+    rpn = dataclasses.replace(model.rpn, pre_nms_top_n_train=200, post_nms_top_n_train=32, pre_nms_top_n_test=100,
+                              post_nms_top_n_test=16, batch_size_per_image=32)
+    roi = dataclasses.replace(model.roi, pool_size=4, batch_size_per_image=16)
+    small = dataclasses.replace(model, pretrained="", min_size=0, max_size=0, rpn=rpn, roi=roi)
+    return dataclasses.replace(small, backbone=backbone, width=4) if backbone else small
+
+
+def detector_run_for(cfg: Any, tmp: Path, data: Path, domains: Path) -> Path:
+    """A tiny frozen detector for a translator config, in the engine's checkpoint format: the classes of the
+    configs/detector file its ``detector`` run comes from (``runs/detector/<name>``: ``<name>.yaml`` or
+    ``synth-<name>.yaml``), a small network."""
+    from lowlabel.methods.cross_domain import detector
+
+    name = Path(cfg.detector).name
+    found = [p for p in (CONFIGS / "detector" / f"{name}.yaml", CONFIGS / "detector" / f"synth-{name}.yaml")
+             if p.is_file()]
+    assert found, f"{cfg.detector}: no configs/detector/{name}.yaml or synth-{name}.yaml trains this detector run"
+    det_cfg = load_config_file(detector.CONFIG, found[0])
+    det_cfg.data = _rebase(det_cfg.data, data, domains)
+    det_cfg.model = _small_detector(det_cfg.model, backbone="resnet_small")
+    method = detector.build(det_cfg)  # fills data.classes from the train split when the config leaves them empty
+    run = tmp / "detector-run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = {"format": CHECKPOINT_FORMAT, "version": 1, "method": "detector", "config": config_to_dict(method.config),
+            "nets": {"detector": method.model.state_dict()}}
+    torch.save(ckpt, run / "checkpoints" / "last.ckpt")
+    return run
+
+
+def prepare_cross_domain(cfg: Any, tmp: Path) -> Any:
+    """Cross-domain detection: a fake ShapesWorld ``domains/`` for ``synth:`` roots, and Cityscapes + Foggy
+    Cityscapes, Sim10k and KITTI in their real layouts for the ``data/...`` paths of the real configs
+    (tests/methods/cross_domain/detection_fake.py); translators get a tiny detector run (:func:`detector_run_for`)."""
+    from tests.methods.cross_domain.detection_fake import write_real_layouts, write_shapes_domains
+
+    domains = write_shapes_domains(tmp / "domains", classes=("car", "person"))
+    data = write_real_layouts(tmp / "data")
+    cfg.data = _rebase(cfg.data, data, domains)
+    if hasattr(cfg.model, "rpn"):  # the detector itself
+        cfg.model = _small_detector(cfg.model)
+        return cfg
+    cfg.data = dataclasses.replace(cfg.data, load_size=0, crop=32 if cfg.data.crop else 0, eval_size=0)
+    cfg.nce = dataclasses.replace(cfg.nce, num_patches=16)
+    if hasattr(cfg, "lg"):
+        cfg.lg = dataclasses.replace(cfg.lg, queue_size=16)
+    cfg.detector = str(detector_run_for(cfg, tmp, data, domains))
+    return cfg
+
+
 PREPARERS: dict[str, Callable[[Any, Path], Any]] = {
+    "lowlabel.methods.cross_domain.": prepare_cross_domain,
     "lowlabel.methods.correspondence.": prepare_video,
     "lowlabel.methods.classification.": prepare_classify,
     "lowlabel.methods.wsol.": prepare_wsol,
     "lowlabel.methods.wsss.seg": prepare_seg,
     "lowlabel.methods.wsss.": prepare_wsss,
+    "lowlabel.methods.open_vocab.": prepare_open_vocab,
 }
 
 
@@ -177,6 +254,15 @@ def check_prediction(prediction: Any, image: torch.Tensor) -> None:
         assert prediction.mask.shape == (h, w) and prediction.mask.dtype == torch.uint8
     elif isinstance(prediction, Image):
         assert prediction.image.shape == (3, h, w) and prediction.image.dtype == torch.uint8
+    elif isinstance(prediction, Detections):
+        n = len(prediction.scores)
+        assert prediction.boxes.shape == (n, 4) and prediction.labels.shape == (n,)
+        assert bool((prediction.scores[:-1] >= prediction.scores[1:]).all())
+        if n:
+            boxes, labels = prediction.boxes, prediction.labels
+            assert float(boxes[:, :2].min()) >= 0 and float(boxes[:, 2].max()) <= w and float(boxes[:, 3].max()) <= h
+            assert bool((boxes[:, 2:] >= boxes[:, :2]).all())
+            assert int(labels.min()) >= 0 and int(labels.max()) < len(prediction.class_names)
     elif isinstance(prediction, Classification):
         assert prediction.probs.ndim == 1 and 0 <= prediction.label < len(prediction.probs)
         assert abs(float(prediction.probs.sum()) - 1) < 1e-5 and prediction.score == float(prediction.probs.max())

@@ -44,10 +44,20 @@ from torch import Tensor, nn
 from torchvision.transforms.v2 import functional as TF
 
 from lowlabel.data.io import load_rgb, to_image
-from lowlabel.data.unpaired import DetectionFolder, UnpairedImages, list_images
+from lowlabel.data.unpaired import UnpairedImages, list_images
 from lowlabel.errors import DataError, UserError
 from lowlabel.losses.lgcl import lsgan_d_loss, lsgan_g_loss, multilayer_patch_nce, sample_patch_ids
 from lowlabel.methods.base import EvalResult, Frozen, OptimConfig, StepOutput, TrainerConfig, build_optimizer
+from lowlabel.methods.cross_domain.common import (
+    DetectionSplit,
+    SplitFolders,
+    detect,
+    draw_detections,
+    image_recall,
+    load_detector,
+    score_detections,
+    to_inclusive,
+)
 from lowlabel.methods.predict import predict_files
 from lowlabel.metrics.image_quality import psnr, ssim
 from lowlabel.models.lgcl_nets import AttentionTranslator, PatchDiscriminator, ResnetGenerator, patch_heads
@@ -69,15 +79,20 @@ class TranslationDataConfig:
     """The unpaired training folders and the labelled target test split.
 
     ``root: synth:<preset>`` fills every empty folder field from ShapesWorld's ``domains/``; a real dataset names them
-    (CUT-style ``trainA/ trainB/ testA/ testB`` folders, or any image folders).
+    (CUT-style ``trainA/ trainB/ testA/ testB`` folders, or any image folders, searched recursively). Foggy
+    Cityscapes keeps three fog densities side by side and is boxed under the clean Cityscapes names: ``target_suffix``
+    picks one density, ``annotated_suffix`` maps the annotated names to it (configs/lgcl/cityscapes-foggy.yaml).
     """
 
     root: str = "synth:quick"  # synth:<preset>[:<seed>] (ShapesWorld domains/), or "" with the folders below
     target_train: str = ""  # unlabelled target-domain images, the translator's input (ShapesWorld: trainB)
     source_train: str = ""  # unlabelled source-domain images, the style D learns (ShapesWorld: trainA)
     target_test: str = ""  # target test images (ShapesWorld: testB)
-    target_test_annotations: str = ""  # their boxes: a COCO JSON file or a VOC XML folder ("" = no detection score)
-    target_test_clean: str = ""  # clean twins of target_test, same file names ("" = none; ShapesWorld: testB_clean)
+    target_test_annotations: str = ""  # their boxes: COCO JSON, or a VOC/KITTI label folder ("" = no detection score)
+    target_test_clean: str = ""  # their clean twins, under the annotated names ("" = none; ShapesWorld: testB_clean)
+    target_test_image_set: str = ""  # optional list of target test ids (file stems), one a line (VOC ImageSets)
+    target_suffix: str = ""  # only target images (train and test) whose file name ends so ("" = all)
+    annotated_suffix: str = ""  # the target test annotations name each file with this ending instead of target_suffix
     load_size: int = 0  # training: resize the shorter side to this first (0 = keep; LGCL: 600)
     crop: int = 0  # training: a random square crop of this side (0 = the whole image; CUT: 256); a multiple of 8
     flip: bool = True  # training: random horizontal flips (CUT's default)
@@ -90,6 +105,8 @@ class TranslationDataConfig:
         for key in ("load_size", "crop", "eval_size", "max_eval_images"):
             if getattr(self, key) < 0:
                 raise ValueError(f"data.{key} must be >= 0, got {getattr(self, key)}")
+        if self.annotated_suffix and not self.target_suffix:
+            raise ValueError("data.annotated_suffix needs data.target_suffix (the ending the target files have)")
         if self.crop % 8:
             raise ValueError(f"data.crop must be a multiple of 8 (the translator needs /4, the discriminator /8), "
                              f"got {self.crop}")
@@ -212,8 +229,22 @@ def collate_pairs(items: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
 
 def train_set(cfg: TranslationDataConfig) -> UnpairedImages:
     folders = cfg.folders()
-    return UnpairedImages(dir_a=folders["target_train"], dir_b=folders["source_train"],
+    return UnpairedImages(dir_a=folders["target_train"], dir_b=folders["source_train"], suffix_a=cfg.target_suffix,
                           transforms=TrainTransform(load_size=cfg.load_size, crop=cfg.crop, flip=cfg.flip))
+
+
+def target_test_split(cfg: TranslationDataConfig, folders: Mapping[str, str], classes: Sequence[str] = (),
+                      detector: str = "") -> DetectionSplit:
+    """The labelled target test split with the labels of ``classes`` (a detector's; [] = the annotations' own).
+
+    Raises:
+        UserError: the annotations lack a class of the detector (one line naming both), or no image matches.
+    """
+    split = SplitFolders(images=folders["target_test"], annotations=folders["target_test_annotations"],
+                         image_set=cfg.target_test_image_set, file_suffix=cfg.target_suffix,
+                         annotated_suffix=cfg.annotated_suffix)
+    return DetectionSplit(name="target_test", folders=split, classes=classes, limit=cfg.max_eval_images,
+                          classes_from=f"the detector {detector}" if detector else "data.classes")
 
 
 # ---------------------------------------------------------------- networks
@@ -262,6 +293,7 @@ class Translator:
         self.extra: GeneratorExtra | None = None if extra_factory is None else extra_factory(self.G)
         self._detector: tuple[Frozen, list[str]] | None = None
         self._folders: dict[str, str] | None = None
+        self._test_split: DetectionSplit | None = None
 
     # -- protocol
 
@@ -275,10 +307,13 @@ class Translator:
         return {"detector": self.detector()[0]} if self.config.detector else {}
 
     def detector(self) -> tuple[Frozen, list[str]]:
+        """The frozen detector and its class names, loaded once (:func:`common.load_detector`). A detector of
+        classes the target test annotations lack is refused here, before any training (one line naming both)."""
         if self._detector is None:
-            from lowlabel.methods.cross_domain.common import load_detector
-
-            self._detector = load_detector(self.config.detector)
+            frozen, classes = load_detector(self.config.detector)
+            if self.folders()["target_test_annotations"]:
+                self._test_split = target_test_split(self.config.data, self.folders(), classes, frozen.source)
+            self._detector = frozen, classes
         return self._detector
 
     def optimizers(self, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
@@ -348,9 +383,14 @@ class Translator:
         if split not in ("test", "target_test"):
             raise UserError(f"{self.name} evaluates the target test split (data.target_test): use --split test, "
                             f"not {split!r}")
+        detector = nets.get("detector")
+        class_names = self.detector()[1] if detector is not None else []
+        split = self._test_split if detector is not None else None
+        if split is None and self.folders()["target_test_annotations"]:
+            split = target_test_split(self.config.data, self.folders())
         return evaluate_translator(lambda x: translate_any_size(nets["G"], x), config=self.config,
-                                   folders=self.folders(), detector=nets.get("detector"),
-                                   class_names=self.detector()[1] if self.config.detector else [], out_dir=out_dir)
+                                   folders=self.folders(), detector=detector, class_names=class_names,
+                                   test_split=split, out_dir=out_dir)
 
     # -- inference
 
@@ -375,10 +415,8 @@ class Translator:
             PILImage.fromarray(translated).save(folder / f"{stem}.png")
             row: dict[str, Any] = {"input": str(source), "translated": f"{stem}.png"}
             if detector is not None:
-                from lowlabel.methods.cross_domain.common import detect, draw_detections
-
                 raw = torch.from_numpy(array).permute(2, 0, 1)
-                before, after = detect(detector, [raw.float() / 255, pred.image.float() / 255])
+                before, after = detect(detector, [raw.float() / 255, pred.image.float() / 255], class_names)
                 for tag, image, dets in (("before", array, before), ("after", translated, after)):
                     PILImage.fromarray(draw_detections(image, dets, class_names)).save(folder / f"{stem}_{tag}.png")
                     row[tag] = detections_json(dets, class_names)
@@ -409,24 +447,29 @@ class _Tally:
                                                                      "SSIM_input": []})
 
 
-def _eval_items(config: TranslationConfig, folders: Mapping[str, str]) -> Iterator[tuple[str, Tensor, dict | None]]:
-    """(file name, uint8 image, target or None) of the target test split, up to ``data.max_eval_images``."""
-    limit = config.data.max_eval_images or None
-    if folders["target_test_annotations"]:
-        ds = DetectionFolder(image_dir=folders["target_test"], annotations=folders["target_test_annotations"])
-        for i in range(len(ds))[:limit]:
-            item = ds[i]
+def _eval_items(config: TranslationConfig, folders: Mapping[str, str],
+                test_split: DetectionSplit | None) -> Iterator[tuple[str, Tensor, dict | None]]:
+    """(annotated file name, uint8 image, target or None) of the target test split, up to ``data.max_eval_images``."""
+    if test_split is not None:
+        for i in range(len(test_split)):
+            item = test_split[i]
             yield str(item["file_name"]), item["image"].as_subclass(Tensor), \
                 {"boxes": item["boxes"].as_subclass(Tensor), "labels": item["labels"]}
         return
+    data = config.data
     root = Path(folders["target_test"])
-    for path in list_images(root)[:limit]:
-        yield str(path.relative_to(root)), to_image(load_rgb(path)).as_subclass(Tensor), None
+    for path in list_images(root, suffix=data.target_suffix)[: data.max_eval_images or None]:
+        name = str(path.relative_to(root))
+        if data.annotated_suffix:  # the clean twin's name
+            name = name[: len(name) - len(data.target_suffix)] + data.annotated_suffix
+        yield name, to_image(load_rgb(path)).as_subclass(Tensor), None
 
 
 def evaluate_translator(translate: Any, *, config: TranslationConfig, folders: Mapping[str, str],
-                        detector: nn.Module | None, class_names: Sequence[str], out_dir: Path) -> EvalResult:
-    """Translate the target test split and score it (module docstring)."""
+                        detector: nn.Module | None, class_names: Sequence[str], out_dir: Path,
+                        test_split: DetectionSplit | None = None) -> EvalResult:
+    """Translate the target test split and score it (module docstring). ``test_split``: its boxes with the
+    detector's labels (:func:`target_test_split`); None = unlabelled images (image quality only)."""
     clean_dir = Path(folders["target_test_clean"]) if folders["target_test_clean"] else None
     if detector is None and clean_dir is None:
         raise UserError("nothing to evaluate: set `detector` (a detector run) or data.target_test_clean (clean twins)")
@@ -435,7 +478,7 @@ def evaluate_translator(translate: Any, *, config: TranslationConfig, folders: M
     names: list[str] = []
     keeper = SampleKeeper([], num_fixed=0, num_worst=config.data.num_worst_samples)
     per_image: list[tuple[str, float]] = []
-    for n, (name, image, target) in enumerate(_eval_items(config, folders)):
+    for n, (name, image, target) in enumerate(_eval_items(config, folders, test_split)):
         names.append(name)
         x = _to_unit_range(_resize_short(image, config.data.eval_size))[None]  # (1, 3, h, w)
         translated = _to_uint8(translate(x))[0]  # (3, h, w) uint8
@@ -454,15 +497,18 @@ def evaluate_translator(translate: Any, *, config: TranslationConfig, folders: M
             tally.quality["SSIM_input"].append(ssim(image.permute(1, 2, 0).numpy(), c_hwc))
         dets: dict[str, Detections] = {}
         if detector is not None and target is not None:
-            from lowlabel.methods.cross_domain.common import detect
-
             batch = {"translated": translated, "raw": image} | ({"clean": clean} if clean is not None else {})
-            found = detect(detector, [v.float() / 255 for v in batch.values()])
+            found = detect(detector, [v.float() / 255 for v in batch.values()], class_names)
             dets = dict(zip(batch, found))
             for key, d in dets.items():
                 tally.detections[key].append(d)
             tally.targets.append(target)
-        score = tally.quality["SSIM"][-1] if clean is not None else _recall(dets.get("translated"), target)
+        if clean is not None:
+            score = tally.quality["SSIM"][-1]
+        elif "translated" in dets and target is not None:
+            score = image_recall(dets["translated"], target)
+        else:
+            score = 1.0
         image_id = str(Path(name).with_suffix(""))
         per_image.append((image_id, score))
         payload = (image, translated, clean, target, dets)
@@ -482,27 +528,10 @@ def _resize_short(image: Tensor, size: int) -> Tensor:
     return TF.resize(image, [size], antialias=True) if size else image
 
 
-def _recall(dets: Detections | None, target: dict | None, iou: float = 0.5, min_score: float = 0.5) -> float:
-    """The share of GT boxes that a detection of the right class with score >= 0.5 covers at IoU > 0.5 (a per-image
-    score for the failure gallery; 1 for an image without GT boxes)."""
-    if dets is None or target is None or len(target["boxes"]) == 0:
-        return 1.0
-    from torchvision.ops import box_iou
-
-    keep = dets.scores >= min_score
-    if not bool(keep.any()):
-        return 0.0
-    overlap = box_iou(target["boxes"].float(), dets.boxes[keep].float())  # (G, D)
-    same = target["labels"][:, None] == dets.labels[keep][None, :]  # (G, D)
-    return float(((overlap > iou) & same).any(dim=1).float().mean())
-
-
 def _metrics(tally: _Tally, class_names: Sequence[str], use_07: bool, out_dir: Path) -> EvalResult:
     metrics: dict[str, float] = {}
     per_class: dict[str, dict[str, float | None]] = {}
     if tally.targets:
-        from lowlabel.methods.cross_domain.common import score_detections
-
         for key, metric in (("translated", "mAP"), ("raw", "mAP_source_only"), ("clean", "mAP_oracle")):
             if len(tally.detections[key]) != len(tally.targets):
                 continue
@@ -537,19 +566,12 @@ def _save_translation_sample(out_dir: Path, name: str, payload: tuple, class_nam
     if clean is not None:
         arrays["clean"] = clean.permute(1, 2, 0).numpy()
     if target is not None:
-        arrays["gt_boxes"] = _inclusive(target["boxes"])
+        arrays["gt_boxes"] = to_inclusive(target["boxes"]).astype(np.float32)
         arrays["gt_labels"] = target["labels"].numpy()
     for key, d in dets.items():
-        arrays[f"{key}_boxes"] = _inclusive(d.boxes)
+        arrays[f"{key}_boxes"] = to_inclusive(d.boxes).astype(np.float32)
         arrays[f"{key}_scores"] = d.scores.numpy()
         arrays[f"{key}_labels"] = d.labels.numpy()
     if class_names:
         arrays["class_names"] = np.asarray(list(class_names))
     save_sample(out_dir, name, "translation", image.permute(1, 2, 0).numpy(), **arrays)
-
-
-def _inclusive(boxes: Tensor) -> np.ndarray:
-    """Exclusive xyxy (N, 4) -> inclusive pixel corners (x1 - 1, y1 - 1), float32."""
-    b = boxes.detach().float().reshape(-1, 4).clone()
-    b[:, 2:] -= 1
-    return b.numpy()
