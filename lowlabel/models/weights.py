@@ -3,7 +3,8 @@
 * lowlabel checkpoints (``<run>/checkpoints/{best,last}.ckpt``, written by :mod:`lowlabel.engine`) and run folders;
 * ``save_pretrained`` folders (``model.safetensors`` with ``<network>/<parameter>`` keys + ``config.json``);
 * bare ``.safetensors`` files and authors' ``.pth`` state dicts, optionally wrapped (``{"state_dict": ...}``) and
-  with DDP's ``module.`` prefix; torchvision-layout backbone weights.
+  with DDP's ``module.`` prefix; torchvision-layout backbone weights;
+* TorchScript archives (OpenAI's CLIP ``.pt`` files): their state dict.
 
 Files are read with ``torch.load(weights_only=True)``: a file that needs arbitrary unpickling is refused unless
 ``trust_pickle`` is given. Nothing here imports the engine or the methods, so models, methods (``init_from``) and
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import pickle
 import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +63,8 @@ def load_checkpoint(path: Path, *, trust_pickle: bool = False) -> Any:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
+    if is_torchscript(path):
+        return _torchscript_state(path)
     try:
         return _torch_load(path, weights_only=not trust_pickle)
     except pickle.UnpicklingError as err:
@@ -73,6 +77,32 @@ def load_checkpoint(path: Path, *, trust_pickle: bool = False) -> Any:
     except (RuntimeError, EOFError, ValueError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"{path}: not a readable checkpoint ({first})") from err
+
+
+def is_torchscript(path: Path) -> bool:
+    """A TorchScript archive (``torch.jit.save``; OpenAI's CLIP ``.pt`` files): a zip with ``<name>/code/`` entries,
+    which ``torch.save`` archives never have."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any("/code/" in name for name in archive.namelist())
+
+
+def _torchscript_state(path: Path) -> dict[str, torch.Tensor]:
+    """The parameters and buffers of a TorchScript archive, on the CPU.
+
+    Loading one compiles its TorchScript code but unpickles no Python object, so ``trust_pickle`` does not apply.
+    torch's deprecation warnings for ``torch.jit`` are not shown: reading a published file is not a use of the
+    deprecated API the warning is about.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.jit")
+        try:
+            module = torch.jit.load(str(path), map_location="cpu")
+        except RuntimeError as err:
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise UserError(f"{path}: not a readable TorchScript archive ({first})") from err
+    return dict(module.state_dict())
 
 
 def unwrap_state_dict(state: Any, path: Path) -> Mapping[str, Any]:
