@@ -134,7 +134,7 @@ def _load_foreign(state: Any, path: Path, *, method_name: str | None, config: An
     state = unwrap_state_dict(state, path)
     loader = getattr(method, "load_foreign_weights", None)
     if loader is not None:
-        loader(nets, state)
+        loader(nets, state, source=path)
     elif len(nets) == 1:
         net = next(iter(nets.values()))
         result = net.load_state_dict(state, strict=False)

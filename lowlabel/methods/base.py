@@ -259,6 +259,9 @@ class Method(Protocol):
 #   predict(nets, inputs: Path, out: Path) -> None            `lowlabel predict`, built on predict_batch
 #   export_networks(nets) -> dict[str, ExportNet]             the inference networks `lowlabel export` writes
 #                                                             (ONNX), keyed by file name; default: none
+#   load_foreign_weights(nets, state, *, source) -> None      load another codebase's state dict (``lowlabel
+#                                                             evaluate --ckpt FILE --method-config``), one-line
+#                                                             errors naming ``source``; default: strict=False load
 Collate = Callable[[list[Any]], Any]
 
 
