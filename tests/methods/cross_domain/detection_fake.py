@@ -14,8 +14,10 @@ Every fake object is a filled rectangle on noise, so a detector has something to
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -166,3 +168,18 @@ def write_real_layouts(data: Path) -> Path:
     write_sim10k(data / "sim10k")
     write_kitti(data / "kitti")
     return data
+
+
+def rebase(value: Any, data: Path, domains: Path | None = None) -> Any:
+    """``value`` (a config dataclass, dict or string) with the configs' ``data/...`` paths moved under ``data`` and a
+    ``synth:`` root replaced by a fake ShapesWorld ``domains`` folder."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.replace(value, **{f.name: rebase(getattr(value, f.name), data, domains)  # type: ignore[misc]
+                                             for f in dataclasses.fields(value)})
+    if isinstance(value, dict):
+        return {k: rebase(v, data, domains) for k, v in value.items()}
+    if isinstance(value, str) and value.startswith("data/"):
+        return str(data / value.removeprefix("data/"))
+    if isinstance(value, str) and value.startswith("synth:") and domains is not None:
+        return str(domains)
+    return value
