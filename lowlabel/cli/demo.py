@@ -22,11 +22,13 @@ from typing import Any
 
 CONFIG_NAME = "synth-quick.yaml"
 DATA_ROOT = "synth:quick"
-DATA_KINDS = ("wsol", "voc", "davis", "pretrain")  # what the methods with a quick config read
+DATA_KINDS = ("wsol", "voc", "davis", "domains", "pretrain")  # what the methods with a quick config read
 DEFAULT_ESTIMATES = {"data": 30.0, "train": 150.0, "report": 20.0}  # seconds, before any timing is known
 TIMINGS_FILE = "timings.json"
-# Later stages of multi-stage methods: stage -> the method whose run it starts from (its ``init_from``).
-STAGES = {"seg": "sipe", "contrastcorr": "contrastcorr_ae"}
+# Later stages of multi-stage methods: stage -> the method whose run it starts from, passed as ``--init_from`` or as
+# the flag of STAGE_FLAGS (the translators take the source detector's run as their frozen ``--detector``).
+STAGES = {"seg": "sipe", "contrastcorr": "contrastcorr_ae", "cut": "detector", "lgcl": "detector"}
+STAGE_FLAGS = {"cut": "--detector", "lgcl": "--detector"}
 
 
 @dataclass
@@ -36,7 +38,7 @@ class DemoRun:
     method: str
     config: Path
     run_dir: Path
-    init_from: DemoRun | None = None  # the earlier stage's run, for a later stage (``--init_from``)
+    init_from: DemoRun | None = None  # the earlier stage's run, for a later stage (``--init_from`` or STAGE_FLAGS)
 
     @property
     def done(self) -> bool:
@@ -94,7 +96,8 @@ def default_reference_dir() -> Path | None:
 
 def discover_runs(out: Path, *, configs_dir: Path | None = None, only: Sequence[str] | None = None) -> list[DemoRun]:
     """Every method of ``METHODS`` that has ``<configs>/<method>/synth-quick.yaml``: baselines first, then the
-    methods, then the later stages of :data:`STAGES`, each right after and started from its earlier stage's run.
+    methods, then the later stages of :data:`STAGES` (baselines first again), each after and started from its earlier
+    stage's run.
 
     Raises:
         UserError: ``only`` names a method that is unknown or has no quick config, or nothing is available.
@@ -118,11 +121,20 @@ def discover_runs(out: Path, *, configs_dir: Path | None = None, only: Sequence[
     if not available:
         raise UserError(f"no method has a {configs_dir}/<method>/{CONFIG_NAME}; nothing to run")
     baselines = set(BASELINES.values())
-    firsts = [m for m in available if m in baselines] + [m for m in available if m not in baselines | set(STAGES)]
+    firsts = [m for m in available if m not in STAGES]
+    later = [m for m in available if m in STAGES]
     runs: dict[str, DemoRun] = {}
-    for m in firsts + [m for m in available if m in STAGES]:
-        runs[m] = DemoRun(method=m, config=configs_dir / m / CONFIG_NAME, run_dir=out / m,
-                          init_from=runs[STAGES[m]] if m in STAGES else None)
+    for m in [m for m in firsts if m in baselines] + [m for m in firsts if m not in baselines]:
+        runs[m] = DemoRun(method=m, config=configs_dir / m / CONFIG_NAME, run_dir=out / m)
+    pending = [m for m in later if m in baselines] + [m for m in later if m not in baselines]
+    while pending:  # a stage once its earlier stage has a run (a stage may start from another stage)
+        ready = [m for m in pending if STAGES[m] in runs]
+        if not ready:
+            raise UserError(f"demo stages {pending} start from one another in a cycle")
+        for m in ready:
+            runs[m] = DemoRun(method=m, config=configs_dir / m / CONFIG_NAME, run_dir=out / m,
+                              init_from=runs[STAGES[m]])
+        pending = [m for m in pending if m not in ready]
     return list(runs.values())
 
 
@@ -131,7 +143,7 @@ def subprocess_runner(run: DemoRun, overrides: Sequence[str], log_path: Path) ->
     cmd = [sys.executable, "-m", "lowlabel.cli.main", "train", run.method, "--config", str(run.config),
            "--run-dir", str(run.run_dir), *overrides]
     if run.init_from is not None:
-        cmd += ["--init_from", str(run.init_from.run_dir)]
+        cmd += [STAGE_FLAGS.get(run.method, "--init_from"), str(run.init_from.run_dir)]
     if (run.run_dir / "checkpoints").is_dir():
         cmd += ["--resume", "auto"]
     log_path.parent.mkdir(parents=True, exist_ok=True)

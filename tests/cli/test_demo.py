@@ -71,6 +71,33 @@ def test_discover_orders_baselines_first(tmp_path: Path, monkeypatch: pytest.Mon
         discover_runs(tmp_path / "o", configs_dir=tmp_path / "empty")
 
 
+def test_translators_start_from_the_detector_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """cut and lgcl need the source detector's run: the detector trains before them and each gets it as
+    ``--detector``; a method that is its own baseline and a later stage (contrastcorr) still follows its stage."""
+    monkeypatch.setattr("lowlabel.methods.METHODS", {m: "x" for m in (
+        "cam", "contrastcorr_ae", "contrastcorr", "detector", "cut", "lgcl")})
+    configs = write_configs(tmp_path / "configs", ["cam", "contrastcorr_ae", "contrastcorr", "detector", "cut", "lgcl"])
+    runs = {r.method: r for r in discover_runs(tmp_path / "out", configs_dir=configs)}
+    order = list(runs)
+    assert order.index("detector") < order.index("cut") < order.index("lgcl")  # the baseline cut before lgcl
+    assert order.index("contrastcorr_ae") < order.index("contrastcorr")
+    assert runs["cut"].init_from is runs["lgcl"].init_from is runs["detector"]
+    assert runs["contrastcorr"].init_from is runs["contrastcorr_ae"] and runs["detector"].init_from is None
+    with pytest.raises(UserError, match="lgcl starts from a detector run; add detector"):
+        discover_runs(tmp_path / "o", configs_dir=configs, only=["lgcl"])
+    seen: list[list[str]] = []
+    monkeypatch.setattr(demo.subprocess, "run", lambda c, **_: seen.append(c) or subprocess.CompletedProcess(c, 0))
+    demo.subprocess_runner(runs["lgcl"], [], tmp_path / "lgcl.log")
+    demo.subprocess_runner(runs["contrastcorr"], [], tmp_path / "cc.log")
+    assert seen[0][-2:] == ["--detector", str(tmp_path / "out" / "detector")]
+    assert seen[1][-2:] == ["--init_from", str(tmp_path / "out" / "contrastcorr_ae")]
+    runner = FakeRunner(fail=["detector"])
+    stream = io.StringIO()
+    assert run_demo(list(runs.values()), out=tmp_path / "out", runner=runner, data=lambda: None, stream=stream) == 1
+    assert "cut skipped: it starts from the detector run, which failed" in stream.getvalue()
+    assert [c[0] for c in runner.calls if c[0] in ("cut", "lgcl")] == []
+
+
 def test_demo_trains_reports_and_reuses_finished_runs(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     runs = [DemoRun(m, tmp_path / f"{m}.yaml", out / m) for m in ("cam", "da_wsol")]
