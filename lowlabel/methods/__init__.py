@@ -21,8 +21,10 @@ METHODS: dict[str, str] = {
     "classify": "lowlabel.methods.classification.classify",
     "contrastcorr_ae": "lowlabel.methods.correspondence.colour_ae",
     "contrastcorr": "lowlabel.methods.correspondence.contrastcorr",
+    "detector": "lowlabel.methods.cross_domain.detector",
     "cut": "lowlabel.methods.cross_domain.cut",
     "lgcl": "lowlabel.methods.cross_domain.lgcl",
+    "clip": "lowlabel.methods.open_vocab.clip",
 }
 
 # One line per method for `lowlabel train --help` (kept here so that --help imports no method).
@@ -35,8 +37,10 @@ SUMMARIES: dict[str, str] = {
     "classify": "image classification on an ImageNet-layout folder: the pretrained backbones (synth:pretrain)",
     "contrastcorr_ae": "ContrastCorr's first stage: the colour autoencoder, trained on unlabeled video frames",
     "contrastcorr": "ContrastCorr (AAAI'21): self-supervised correspondence from video, scored by mask propagation",
+    "detector": "source-only Faster R-CNN (C4) on labelled source images: the frozen detector of cut and lgcl",
     "cut": "CUT (ECCV'20): unpaired target -> source translation with PatchNCE (LGCL's baseline)",
     "lgcl": "LGCL (BMVC'24): attention-guided translation with a local-global contrastive loss, for detection",
+    "clip": "CLIP (ICML'21) from scratch on image-caption pairs: RegionCLIP's teacher, scored zero-shot",
 }
 
 
