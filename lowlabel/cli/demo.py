@@ -22,7 +22,7 @@ from typing import Any
 
 CONFIG_NAME = "synth-quick.yaml"
 DATA_ROOT = "synth:quick"
-DATA_KINDS = ("wsol", "voc", "davis", "domains", "pretrain")  # what the methods with a quick config read
+DATA_KINDS = ("wsol", "voc", "davis", "coco", "domains", "pretrain")  # what the methods with a quick config read
 DEFAULT_ESTIMATES = {"data": 30.0, "train": 150.0, "report": 20.0}  # seconds, before any timing is known
 TIMINGS_FILE = "timings.json"
 # Later stages of multi-stage methods: stage -> the method whose run it starts from, passed as ``--init_from`` or as
@@ -39,6 +39,12 @@ class DemoRun:
     config: Path
     run_dir: Path
     init_from: DemoRun | None = None  # the earlier stage's run, for a later stage (``--init_from`` or STAGE_FLAGS)
+    extra: tuple[str, ...] = ()  # more `train` arguments: a baseline that is the method with a part switched off
+
+    @property
+    def name(self) -> str:
+        """The run's name in progress lines and timings: its folder's (the method, or ``<method>-<variant>``)."""
+        return self.run_dir.name
 
     @property
     def done(self) -> bool:
@@ -104,7 +110,7 @@ def discover_runs(out: Path, *, configs_dir: Path | None = None, only: Sequence[
     """
     from lowlabel.errors import UserError
     from lowlabel.methods import METHODS
-    from lowlabel.report.comparisons import BASELINES
+    from lowlabel.report.comparisons import BASELINE_SWITCHES, BASELINES
 
     configs_dir = configs_dir or default_configs_dir()
     available = [m for m in METHODS if (configs_dir / m / CONFIG_NAME).is_file()]
@@ -135,13 +141,21 @@ def discover_runs(out: Path, *, configs_dir: Path | None = None, only: Sequence[
             runs[m] = DemoRun(method=m, config=configs_dir / m / CONFIG_NAME, run_dir=out / m,
                               init_from=runs[STAGES[m]])
         pending = [m for m in pending if m not in ready]
-    return list(runs.values())
+    out_runs: list[DemoRun] = []
+    for m, run in runs.items():  # a switched-off baseline (BASELINE_SWITCHES) trains right before its method
+        if m in BASELINE_SWITCHES:
+            label, values = BASELINE_SWITCHES[m]
+            extra = tuple(w for key, value in values.items() for w in (f"--{key}", json.dumps(value)))
+            out_runs.append(DemoRun(method=m, config=run.config, run_dir=out / f"{m}-{label}",
+                                    init_from=run.init_from, extra=extra))
+        out_runs.append(run)
+    return out_runs
 
 
 def subprocess_runner(run: DemoRun, overrides: Sequence[str], log_path: Path) -> int:
     """Train ``run`` with ``python -m lowlabel.cli.main train`` in a child process; its output goes to ``log_path``."""
     cmd = [sys.executable, "-m", "lowlabel.cli.main", "train", run.method, "--config", str(run.config),
-           "--run-dir", str(run.run_dir), *overrides]
+           "--run-dir", str(run.run_dir), *run.extra, *overrides]
     if run.init_from is not None:
         cmd += [STAGE_FLAGS.get(run.method, "--init_from"), str(run.init_from.run_dir)]
     if (run.run_dir / "checkpoints").is_dir():
@@ -173,7 +187,7 @@ def run_demo(
     timings = _load_timings(out / TIMINGS_FILE)
     progress = DemoProgress(stream=stream or sys.stdout)
     todo = [r for r in runs if not r.done]
-    stages = [("data", "ShapesWorld quick")] + [("train", r.method) for r in todo] + [("report", "")]
+    stages = [("data", "ShapesWorld quick")] + [("train", r.name) for r in todo] + [("report", "")]
     progress.plan([timings.get(_key(s, n), DEFAULT_ESTIMATES[s]) for s, n in stages])
     for r in runs:
         if r.done:
@@ -186,16 +200,16 @@ def run_demo(
     for r in todo:
         if r.init_from is not None and r.init_from in failed:
             failed.append(r)
-            progress.note(f"{r.method} skipped: it starts from the {r.init_from.method} run, which failed")
+            progress.note(f"{r.name} skipped: it starts from the {r.init_from.name} run, which failed")
             continue
-        with progress.stage("train", r.method) as st:
+        with progress.stage("train", r.name) as st:
             code = runner(r, overrides, r.run_dir / "train.log")
         if code == 0 and (r.run_dir / "metrics.json").is_file():
-            timings[_key("train", r.method)] = st.seconds
+            timings[_key("train", r.name)] = st.seconds
             (r.run_dir / "DONE").write_text(json.dumps({"seconds": round(st.seconds, 1)}) + "\n")
         else:
             failed.append(r)
-            progress.note(f"{r.method} failed (exit {code}); see {r.run_dir / 'train.log'}:\n{_tail(r.run_dir)}")
+            progress.note(f"{r.name} failed (exit {code}); see {r.run_dir / 'train.log'}:\n{_tail(r.run_dir)}")
     finished = [r.run_dir for r in runs if r.done]
     index = None
     with progress.stage("report", "") as st:
@@ -207,7 +221,7 @@ def run_demo(
     peak = _peak_rss_mb()
     progress.note(f"demo finished in {_clock(progress.elapsed)}, peak memory {peak:.0f} MB (largest process)")
     if failed:
-        progress.note("failed: " + ", ".join(r.method for r in failed))
+        progress.note("failed: " + ", ".join(r.name for r in failed))
     if index is not None:
         print(index.resolve(), file=progress.stream, flush=True)
     return 1 if failed or index is None else 0

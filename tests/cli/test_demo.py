@@ -238,3 +238,25 @@ def test_real_demo_on_a_tiny_budget(tmp_path: Path) -> None:
     assert json.loads((out / "cam" / "metrics.json").read_text())["step"] == 2
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "reusing finished run" in again.stdout and "train cam" not in again.stdout
+
+
+def test_a_switched_off_baseline_trains_before_its_method(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ContrastCorr's baseline is its intra-only training: a second contrastcorr run with the switch off, from the
+    same colour-autoencoder run, in its own folder and with its own name in progress lines."""
+    monkeypatch.setattr("lowlabel.methods.METHODS", {m: "x" for m in ("contrastcorr_ae", "contrastcorr")})
+    configs = write_configs(tmp_path / "configs", ["contrastcorr_ae", "contrastcorr"])
+    runs = discover_runs(tmp_path / "out", configs_dir=configs)
+    assert [r.name for r in runs] == ["contrastcorr_ae", "contrastcorr-intra-only", "contrastcorr"]
+    ae, intra, full = runs
+    assert intra.method == full.method == "contrastcorr" and intra.init_from is full.init_from is ae
+    assert intra.config == full.config and (intra.extra, full.extra) == (("--contrastcorr.use_inter", "false"), ())
+    seen: list[list[str]] = []
+    monkeypatch.setattr(demo.subprocess, "run", lambda c, **_: seen.append(c) or subprocess.CompletedProcess(c, 0))
+    demo.subprocess_runner(intra, ["--trainer.max_steps", "2"], tmp_path / "intra.log")
+    assert seen[0][seen[0].index("--run-dir"):] == [
+        "--run-dir", str(tmp_path / "out" / "contrastcorr-intra-only"), "--contrastcorr.use_inter", "false",
+        "--trainer.max_steps", "2", "--init_from", str(tmp_path / "out" / "contrastcorr_ae")]
+    stream = io.StringIO()
+    assert run_demo(runs, out=tmp_path / "out", runner=FakeRunner(fail=["contrastcorr_ae"]), data=lambda: None,
+                    stream=stream) == 1
+    assert "contrastcorr-intra-only skipped: it starts from the contrastcorr_ae run" in stream.getvalue()
