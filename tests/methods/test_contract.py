@@ -31,6 +31,7 @@ from lowlabel.engine.config import config_to_dict, load_config_file
 from lowlabel.methods import METHODS, method_module
 from lowlabel.models.weights import CHECKPOINT_FORMAT
 from lowlabel.structures import Classification, Detections, Image, Localization, Segmentation
+from tests.methods.cross_domain.detection_fake import rebase
 from tests.methods.wsol.wsol_fake import write_wsol
 from tests.methods.wsss.wsss_configs import fake_root_for
 
@@ -132,21 +133,6 @@ def prepare_video(cfg: Any, tmp: Path) -> Any:
     return cfg
 
 
-def _rebase(value: Any, data: Path, domains: Path) -> Any:
-    """``value`` (a config dataclass, dict or string) with ``data/...`` paths moved under ``data`` and a ``synth:``
-    root replaced by the fake ShapesWorld ``domains`` folder."""
-    if dataclasses.is_dataclass(value):
-        return dataclasses.replace(value, **{f.name: _rebase(getattr(value, f.name), data, domains)  # type: ignore[misc]
-                                             for f in dataclasses.fields(value)})
-    if isinstance(value, dict):
-        return {k: _rebase(v, data, domains) for k, v in value.items()}
-    if isinstance(value, str) and value.startswith("data/"):
-        return str(data / value.removeprefix("data/"))
-    if isinstance(value, str) and value.startswith("synth:"):
-        return str(domains)
-    return value
-
-
 def _small_detector(model: Any, *, backbone: str | None = None) -> Any:
     """The detector settings with few proposals and RoIs, images at their own (tiny) size, no downloaded weights."""
     rpn = dataclasses.replace(model.rpn, pre_nms_top_n_train=200, post_nms_top_n_train=32, pre_nms_top_n_test=100,
@@ -167,7 +153,7 @@ def detector_run_for(cfg: Any, tmp: Path, data: Path, domains: Path) -> Path:
              if p.is_file()]
     assert found, f"{cfg.detector}: no configs/detector/{name}.yaml or synth-{name}.yaml trains this detector run"
     det_cfg = load_config_file(detector.CONFIG, found[0])
-    det_cfg.data = _rebase(det_cfg.data, data, domains)
+    det_cfg.data = rebase(det_cfg.data, data, domains)
     det_cfg.model = _small_detector(det_cfg.model, backbone="resnet_small")
     method = detector.build(det_cfg)  # fills data.classes from the train split when the config leaves them empty
     run = tmp / "detector-run"
@@ -186,7 +172,7 @@ def prepare_cross_domain(cfg: Any, tmp: Path) -> Any:
 
     domains = write_shapes_domains(tmp / "domains", classes=("car", "person"))
     data = write_real_layouts(tmp / "data")
-    cfg.data = _rebase(cfg.data, data, domains)
+    cfg.data = rebase(cfg.data, data, domains)
     if hasattr(cfg.model, "rpn"):  # the detector itself
         cfg.model = _small_detector(cfg.model)
         return cfg
