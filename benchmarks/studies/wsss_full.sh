@@ -47,6 +47,9 @@ study=wsss-full${config#synth-full}
 note=()  # from scratch, SIPE loses to CAM for the reason diagnosed in benchmarks/README.md (WSSS section)
 [ "$config" = synth-full ] && note=("note=its seeds call the object bodies background: a from-scratch backbone lacks the \
 pixel affinities that tie an object's marking to its body" "link=../../README.md#wsss-sipe-vs-multi-label-cam-shapesworld-v15-voc-3-seeds")
+seg_note=()
+[ "$config" = synth-full ] && seg_note=("note=DeepLabV3 inherits its pseudo masks, which are mostly background: a \
+from-scratch backbone lacks the pixel affinities that tie an object's marking to its body" "${note[1]}")
 "$py" benchmarks/write_result.py --study "$study" --command "bash benchmarks/studies/wsss_full.sh $out \"$seeds\" $config" \
   --row "SIPE" method "$out/sipe-s*" mIoU pseudo_mIoU CorLoc "${note[@]}" \
   --row "multi-label CAM (background threshold searched on val)" baseline "$out/mlcam-s*" mIoU pseudo_mIoU CorLoc \
@@ -55,7 +58,7 @@ pixel affinities that tie an object's marking to its body" "link=../../README.md
     mIoU pseudo_mIoU CorLoc
 "$py" benchmarks/write_result.py --study "$study-seg" \
   --command "bash benchmarks/studies/wsss_full.sh $out \"$seeds\" $config" \
-  --row "DeepLabV3 on SIPE's pseudo masks (val mIoU)" method "$out/seg-sipe-s*" mIoU method=sipe \
+  --row "DeepLabV3 on SIPE's pseudo masks (val mIoU)" method "$out/seg-sipe-s*" mIoU method=sipe "${seg_note[@]}" \
   --row "DeepLabV3 on CAM's pseudo masks (val mIoU)" baseline "$out/seg-mlcam-s*" mIoU method=mlcam
 for f in "$study" "$study-seg"; do
   "$py" -c "from lowlabel.report.results import markdown_table, read_result; \
