@@ -1,9 +1,9 @@
 """Every real config loads a user's torchvision-layout backbone file into the network it describes.
 
-For each YAML under ``configs/`` that names pretrained weights (``model.pretrained`` for cam/da_wsol/mlcam/sipe,
-``model.pretrained_backbone`` for seg), a randomly initialised torchvision model of the right architecture is
-saved to a ``.pth`` (BatchNorm statistics randomised too, so they differ from a fresh model's), the field is
-pointed at it, and the config's network is built the way its method builds it. Every backbone tensor of the
+For each YAML under ``configs/`` that names pretrained weights (``model.pretrained`` for cam/da_wsol/mlcam/sipe and
+the detector, ``model.pretrained_backbone`` for seg), a randomly initialised torchvision model of the right
+architecture is saved to a ``.pth`` (BatchNorm statistics randomised too, so they differ from a fresh model's), the
+field is pointed at it, and the config's network is built the way its method builds it. Every backbone tensor of the
 file must then be in the network. (``lowlabel train seg --config configs/seg/voc12.yaml`` with a local file
 once died with an ImportError.)
 """
@@ -87,6 +87,11 @@ def build_network(method: str, cfg: Any, weights: Path) -> nn.Module:
 
         cfg.model.pretrained = str(weights)
         return build_wsss_net(cfg.model, 20, side_features=method == "sipe")
+    if method == "detector":
+        from lowlabel.methods.cross_domain.common import build_network as build_detector_net
+
+        cfg.model.pretrained = str(weights)
+        return build_detector_net(cfg.model, len(cfg.data.classes) or 8)
     assert method == "seg", method
     from lowlabel.models.seg_nets import SegNet
 
