@@ -101,7 +101,7 @@ def build_comparisons(groups: Sequence[RunGroup]) -> list[Comparison]:
         if method in BASELINE_SWITCHES:
             base_groups = [g for g in mgroups if is_switched_baseline(g)]
             own = [g for g in mgroups if not is_switched_baseline(g)]
-            if base_groups and own:
+            if base_groups:  # the baseline's runs stay baseline runs even when the method's own are absent
                 out.append(Comparison(title=f"{method} vs {baseline_title(method)}", baseline=base_groups, method=own))
                 used.add(method)
             continue

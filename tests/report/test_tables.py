@@ -150,3 +150,6 @@ def test_a_switched_off_variant_of_the_method_is_its_baseline(fake_run) -> None:
     # without the intra-only run there is nothing to compare with: the method stands alone
     (alone,) = build_comparisons(group_runs(runs[:1]))
     assert alone.title == "contrastcorr" and alone.baseline == []
+    (baseline_only,) = build_comparisons(group_runs(runs[1:]))  # the intra-only run is never shown as the method
+    assert baseline_only.method == [] and [g.runs[0].name for g in baseline_only.baseline] == ["cc-intra"]
+    assert headlines([baseline_only]) == []
