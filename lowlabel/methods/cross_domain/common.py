@@ -386,6 +386,11 @@ def to_inclusive(boxes: Tensor) -> np.ndarray:
     return b
 
 
+def ap_metrics(ap: Mapping[str, float | None]) -> dict[str, float]:
+    """``{"AP/<class>": percent}`` of the classes that have an AP (a per-class table's flat metrics.json keys)."""
+    return {f"AP/{name}": float(value) for name, value in ap.items() if value is not None}
+
+
 def score_detections(
     detections: Sequence[Detections],
     targets: Sequence[Mapping[str, Tensor]],

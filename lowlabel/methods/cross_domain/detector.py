@@ -42,6 +42,7 @@ from lowlabel.methods.cross_domain.common import (
     DetectionSplit,
     DetectorModelConfig,
     TrainAugment,
+    ap_metrics,
     build_network,
     collate_detection,
     detect,
@@ -188,7 +189,7 @@ class Detector:
         write_per_image(out_dir, per_image)
         scored = score_detections(detections, targets, self.class_names, use_07_metric=self.config.use_07_metric)
         metrics = {"mAP": float(scored["mAP"])}
-        metrics.update({f"AP/{name}": float(v) for name, v in scored["AP"].items() if v is not None})
+        metrics.update(ap_metrics(scored["AP"]))
         metrics["use_07_metric"] = float(self.config.use_07_metric)
         return EvalResult(metrics=metrics, per_class={"AP": dict(scored["AP"])}, monitor="mAP")
 

@@ -32,6 +32,7 @@ epoch); the test split never picks a checkpoint. Metrics:
 from __future__ import annotations
 
 import csv
+import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ from lowlabel.methods.base import EvalResult, Frozen, OptimConfig, StepOutput, T
 from lowlabel.methods.cross_domain.common import (
     DetectionSplit,
     SplitFolders,
+    ap_metrics,
     detect,
     draw_detections,
     image_recall,
@@ -423,8 +425,6 @@ class Translator:
             return row
 
         rows = predict_files(self.predict_batch, nets, inputs, out, write, batch_size=1)
-        import json
-
         (Path(out) / "detections.json" if detector is not None else Path(out) / "translations.json").write_text(
             json.dumps(rows, indent=1))
 
@@ -491,10 +491,11 @@ def evaluate_translator(translate: Any, *, config: TranslationConfig, folders: M
                 raise DataError(f"{clean_dir / name}: clean twin of {tuple(clean.shape[-2:])} px, its target image "
                                 f"has {tuple(image.shape[-2:])}")
             t_hwc, c_hwc = translated.permute(1, 2, 0).numpy(), clean.permute(1, 2, 0).numpy()
+            x_hwc = image.permute(1, 2, 0).numpy()
             tally.quality["PSNR"].append(psnr(t_hwc, c_hwc))
             tally.quality["SSIM"].append(ssim(t_hwc, c_hwc))
-            tally.quality["PSNR_input"].append(psnr(image.permute(1, 2, 0).numpy(), c_hwc))
-            tally.quality["SSIM_input"].append(ssim(image.permute(1, 2, 0).numpy(), c_hwc))
+            tally.quality["PSNR_input"].append(psnr(x_hwc, c_hwc))
+            tally.quality["SSIM_input"].append(ssim(x_hwc, c_hwc))
         dets: dict[str, Detections] = {}
         if detector is not None and target is not None:
             batch = {"translated": translated, "raw": image} | ({"clean": clean} if clean is not None else {})
@@ -538,9 +539,7 @@ def _metrics(tally: _Tally, class_names: Sequence[str], use_07: bool, out_dir: P
             scored = score_detections(tally.detections[key], tally.targets, class_names, use_07_metric=use_07)
             metrics[metric] = float(scored["mAP"])
             per_class["AP" if key == "translated" else f"AP_{key}"] = dict(scored["AP"])
-        for name, value in per_class.get("AP", {}).items():
-            if value is not None:
-                metrics[f"AP/{name}"] = float(value)
+        metrics.update(ap_metrics(per_class.get("AP", {})))
         metrics["use_07_metric"] = float(use_07)
     for key, values in tally.quality.items():
         if values:
