@@ -17,7 +17,7 @@ from PIL import Image
 from lowlabel.data.io import load_index_png, load_rgb, parse_voc_objects, read_lines
 from lowlabel.errors import DataError
 
-FORMATS = ("wsol", "voc", "davis", "coco", "video", "domains", "imagenet")
+FORMATS = ("wsol", "voc", "davis", "coco", "video", "domains", "imagenet", "cityscapes", "kitti", "sim10k")
 
 
 @dataclass
@@ -303,6 +303,108 @@ def check_imagenet(root: Path, *, fast: bool = False) -> CheckReport:
     return rep
 
 
+CITYSCAPES_FOG_BETAS = ("0.005", "0.01", "0.02")  # Foggy Cityscapes' three densities (leftImg8bit_trainvaltest_foggy)
+
+
+def check_cityscapes(root: Path, *, fast: bool = False) -> CheckReport:
+    """Cityscapes as its zips unpack plus the COCO files of the detection converters (the cross-domain configs'
+    layout): ``leftImg8bit/<split>/<city>/*_leftImg8bit.png``,
+    ``annotations/instancesonly_filtered_gtFine_<split>.json`` and, when present,
+    ``leftImg8bit_foggy/<split>/<city>/*_leftImg8bit_foggy_beta_<beta>.png``. Every annotated image needs its three
+    foggy twins there; the beta 0.02 twins (the configs' choice) are decoded too."""
+    rep = CheckReport("cityscapes", root)
+    files = sorted((root / "annotations").glob("instancesonly_filtered_gtFine_*.json"))
+    anns = {p.stem.rsplit("_", 1)[1]: p for p in files}
+    if not anns:
+        rep.problems.append(f"{root / 'annotations'}: no instancesonly_filtered_gtFine_<split>.json (convert gtFine "
+                            "with cityscapesscripts' or mmdet's Cityscapes-to-COCO script)")
+    for split, ann in anns.items():
+        image_dir = root / "leftImg8bit" / split
+        if not image_dir.is_dir():
+            rep.problems.append(f"{image_dir}: folder not found (the images of {ann.name})")
+            continue
+        _check_coco_json(rep, ann, image_dir, fast, split)
+        foggy_dir = root / "leftImg8bit_foggy" / split
+        if not foggy_dir.is_dir():
+            continue
+        from lowlabel.data.io import read_json
+
+        data = read_json(ann)
+        names = [str(info.get("file_name", "")) for info in (data.get("images", []) if isinstance(data, dict) else [])]
+        counts = dict.fromkeys(CITYSCAPES_FOG_BETAS, 0)
+        for name in names:
+            stem = name[: -len("_leftImg8bit.png")] if name.endswith("_leftImg8bit.png") else Path(name).stem
+            for beta in CITYSCAPES_FOG_BETAS:
+                twin = foggy_dir / f"{stem}_leftImg8bit_foggy_beta_{beta}.png"
+                if beta == "0.02":
+                    found = _image_hw(twin, fast, rep) is not None
+                elif twin.is_file():
+                    found = True
+                else:
+                    rep.problems.append(f"{twin}: foggy twin of {name} not found")
+                    found = False
+                counts[beta] += found
+        for beta, count in counts.items():
+            rep.counts[f"{split} foggy beta {beta}"] = count
+    return rep
+
+
+def _check_label_folder(rep: CheckReport, image_dir: Path, label_dir: Path, fast: bool, label: str) -> None:
+    """VOC XML or KITTI label files next to an image folder, read as the detectors read them
+    (:class:`lowlabel.data.unpaired.DetectionFolder`): every image needs a label file that parses, with boxes
+    inside the image; a label file without an image is a problem too."""
+    from lowlabel.data.unpaired import DetectionFolder, parse_kitti_labels
+
+    for folder in (image_dir, label_dir):
+        if not folder.is_dir():
+            rep.problems.append(f"{folder}: folder not found")
+            return
+    folder = _guard(rep, lambda: DetectionFolder(image_dir=image_dir, annotations=label_dir))
+    if folder is None:
+        return
+    assert isinstance(folder, DetectionFolder)
+    rep.classes = rep.classes or list(folder.class_names)
+    rep.counts[f"{label} images"] = len(folder.items)
+    boxes_total, stems = 0, set()
+    for image in folder.items:
+        label_file = folder.label_file(image)
+        stems.add(label_file.stem)
+        if not label_file.is_file():
+            rep.problems.append(f"{label_file}: label file of {image.name} not found")
+            continue
+        if folder.kind == "voc":
+            parsed = _guard(rep, lambda f=label_file: parse_voc_objects(f, folder.class_names)[:2])
+        else:
+            parsed = _guard(rep, lambda f=label_file: parse_kitti_labels(f, folder.class_names))
+        hw = _image_hw(image, fast, rep)
+        if parsed is None:
+            continue
+        boxes = parsed[0]
+        boxes_total += len(boxes)
+        for box in boxes:  # 0-based inclusive corners
+            if hw is not None and (box[0] < -0.5 or box[1] < -0.5 or box[2] > hw[1] - 0.5 or box[3] > hw[0] - 0.5):
+                rep.problems.append(f"{label_file}: box {[round(float(v), 2) for v in box]} outside the "
+                                    f"{hw[1]}x{hw[0]} image {image.name}")
+    rep.counts[f"{label} boxes"] = boxes_total
+    suffix = "xml" if folder.kind == "voc" else "txt"
+    rep.problems += [f"{p}: label file without an image in {image_dir}" for p in sorted(label_dir.glob(f"*.{suffix}"))
+                     if p.stem not in stems]
+
+
+def check_kitti(root: Path, *, fast: bool = False) -> CheckReport:
+    """KITTI's object benchmark as it unpacks: ``training/image_2/*.png`` and ``training/label_2/*.txt``."""
+    rep = CheckReport("kitti", root)
+    _check_label_folder(rep, root / "training" / "image_2", root / "training" / "label_2", fast, "training")
+    return rep
+
+
+def check_sim10k(root: Path, *, fast: bool = False) -> CheckReport:
+    """Sim10k as it unpacks: ``VOC2012/JPEGImages/*.jpg`` and ``VOC2012/Annotations/*.xml``."""
+    rep = CheckReport("sim10k", root)
+    _check_label_folder(rep, root / "VOC2012" / "JPEGImages", root / "VOC2012" / "Annotations", fast, "VOC2012")
+    return rep
+
+
 def check(fmt: str, root: str | Path, *, fast: bool = False) -> CheckReport:
     """Run the checker of ``fmt`` (one of :data:`FORMATS`) on ``root``."""
     root = Path(root)
@@ -318,5 +420,8 @@ def check(fmt: str, root: str | Path, *, fast: bool = False) -> CheckReport:
         "video": check_video,
         "domains": check_domains,
         "imagenet": check_imagenet,
+        "cityscapes": check_cityscapes,
+        "kitti": check_kitti,
+        "sim10k": check_sim10k,
     }
     return fns[fmt](root, fast=fast)

@@ -121,7 +121,7 @@ class DetectionFolder(Dataset):
         if not self.kind:
             raise DataError(f"{ann}: no VOC .xml or KITTI .txt label files")
         images = list_images(image_dir, suffix=file_suffix)
-        self.items = [p for p in images if self._label_file(p).is_file() or not skip_corrupt]
+        self.items = [p for p in images if self.label_file(p).is_file() or not skip_corrupt]
         skipped = len(images) - len(self.items)
         if skipped:
             print(f"lowlabel: skipped {skipped} images of {image_dir} without a label file", file=sys.stderr)
@@ -160,7 +160,8 @@ class DetectionFolder(Dataset):
             raise DataError(f"{ann}: no image file_name ends with {wanted!r}")
         self.coco.ids = keep
 
-    def _label_file(self, image: Path) -> Path:
+    def label_file(self, image: Path) -> Path:
+        """The VOC XML or KITTI text file of ``image`` (named by its annotated stem)."""
         stem = Path(self.annotated_name(image.name)).stem
         return self.label_dir / f"{stem}.{'xml' if self.kind == 'voc' else 'txt'}"
 
@@ -197,9 +198,9 @@ class DetectionFolder(Dataset):
         arr = load_rgb(path)
         hw = (arr.shape[0], arr.shape[1])
         if self.kind == "voc":
-            boxes, labels, _, _ = parse_voc_objects(self._label_file(path), self.class_names)
+            boxes, labels, _, _ = parse_voc_objects(self.label_file(path), self.class_names)
         else:
-            boxes, labels = parse_kitti_labels(self._label_file(path), self.class_names)
+            boxes, labels = parse_kitti_labels(self.label_file(path), self.class_names)
         boxes = boxes + np.asarray([0, 0, 1, 1], np.float32)  # 0-based inclusive -> exclusive extents
         image = to_image(arr)
         name = self.annotated_name(str(path.relative_to(self.image_dir)))

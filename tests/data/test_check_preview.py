@@ -75,3 +75,41 @@ def test_check_imagenet_names_every_bad_file(quick_root: Path, tmp_path: Path, c
     assert "stray.jpg: image directly in the split folder" in out
     assert f"{classes[3]}/000000.jpg: corrupt or truncated image" in out
     assert "4 problem(s) found" in out
+
+
+@pytest.mark.parametrize("fmt", ["cityscapes", "kitti", "sim10k"])
+def test_check_cross_domain_layouts(fmt: str, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The real layouts of the cross-domain configs pass as written, and each kind of damage is named by its file."""
+    from tests.methods.cross_domain.detection_fake import cityscapes_name, write_real_layouts
+
+    root = write_real_layouts(tmp_path / "data") / fmt
+    assert main(["data", "check", fmt, str(root)]) == 0
+    out = capsys.readouterr().out
+    assert out.rstrip().endswith("OK")
+    if fmt == "cityscapes":
+        assert "val foggy beta 0.02: 2" in out and "classes (8): person, rider, car" in out
+        stem = cityscapes_name("frankfurt", 1)
+        (root / "leftImg8bit_foggy" / "val" / "frankfurt" / f"{stem}_leftImg8bit_foggy_beta_0.01.png").unlink()
+        dense = root / "leftImg8bit_foggy" / "val" / "frankfurt" / f"{stem}_leftImg8bit_foggy_beta_0.02.png"
+        dense.write_bytes(dense.read_bytes()[:100])
+        expected = [f"{stem}_leftImg8bit_foggy_beta_0.01.png: foggy twin of frankfurt/{stem}_leftImg8bit.png not found",
+                    f"{stem}_leftImg8bit_foggy_beta_0.02.png: corrupt or truncated image"]
+    elif fmt == "kitti":
+        labels = root / "training" / "label_2"
+        (labels / "000001.txt").unlink()
+        (labels / "000002.txt").write_text("Car 0.00 0 -1.57 1.00 2.00 300.00 20.00 1.5 1.6 3.9 -2.7 1.7 14.0 -1.6\n")
+        (labels / "000009.txt").write_text("")
+        expected = ["label_2/000001.txt: label file of 000001.png not found",
+                    "label_2/000002.txt: box [1.0, 2.0, 300.0, 20.0] outside the 104x32 image 000002.png",
+                    "label_2/000009.txt: label file without an image"]
+    else:
+        voc = root / "VOC2012"
+        xml = sorted((voc / "Annotations").glob("*.xml"))
+        xml[0].write_text(xml[0].read_text().replace("<xmin>", "<xmin>x"))
+        (voc / "JPEGImages" / f"{xml[1].stem}.jpg").unlink()
+        expected = [f"{xml[0].name}: malformed VOC annotation", f"{xml[1].name}: label file without an image"]
+    assert main(["data", "check", fmt, str(root)]) == 1
+    out = capsys.readouterr().out
+    for line in expected:
+        assert line in out, out
+    assert f"{len(expected)} problem(s) found" in out
