@@ -78,8 +78,10 @@ class DetectionFolder(Dataset):
 
     Item: ``{"image": Image uint8, "boxes": BoundingBoxes XYXY (N, 4) with exclusive extents (COCO
     ``[x, y, x + w, y + h]``; VOC ``[xmin - 1, ymin - 1, xmax, ymax]``; KITTI's 0-based corners
-    ``[left, top, right + 1, bottom + 1]``), "labels": int64 (N,) into ``class_names``, "image_id": str | int,
-    "file_name": str (the annotated name, relative to ``image_dir``), "orig_size": (H, W)}``.
+    ``[left, top, right + 1, bottom + 1]``), "labels": int64 (N,) into ``class_names``, "difficult": bool (N,),
+    "iscrowd": bool (N,), "image_id": str | int, "file_name": str (the annotated name, relative to ``image_dir``),
+    "orig_size": (H, W)}``. ``difficult`` marks the boxes the scorers ignore (VOC's ``<difficult>1``, COCO's
+    ``iscrowd``); ``iscrowd`` marks COCO's crowd regions, which detectors do not train on either (KITTI: none).
 
     Args:
         image_dir: the images (searched recursively for VOC and KITTI).
@@ -188,7 +190,8 @@ class DetectionFolder(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         if self.coco is not None:
             item = self.coco[index]
-            out = {k: item[k] for k in ("image", "boxes", "labels", "image_id", "file_name", "orig_size")}
+            out = {k: item[k] for k in ("image", "boxes", "labels", "iscrowd", "image_id", "file_name", "orig_size")}
+            out["difficult"] = out["iscrowd"].clone()
             out["file_name"] = self._annotated.get(self.coco.ids[index], out["file_name"])
             if self.transforms is not None:
                 image, target = self.transforms(out.pop("image"), out)
@@ -198,15 +201,18 @@ class DetectionFolder(Dataset):
         arr = load_rgb(path)
         hw = (arr.shape[0], arr.shape[1])
         if self.kind == "voc":
-            boxes, labels, _, _ = parse_voc_objects(self.label_file(path), self.class_names)
+            boxes, labels, difficult, _ = parse_voc_objects(self.label_file(path), self.class_names)
         else:
             boxes, labels = parse_kitti_labels(self.label_file(path), self.class_names)
+            difficult = np.zeros(len(labels), bool)
         boxes = boxes + np.asarray([0, 0, 1, 1], np.float32)  # 0-based inclusive -> exclusive extents
         image = to_image(arr)
         name = self.annotated_name(str(path.relative_to(self.image_dir)))
         target = {
             "boxes": to_boxes(boxes, hw),
             "labels": torch.from_numpy(labels),
+            "difficult": torch.from_numpy(difficult),
+            "iscrowd": torch.zeros(len(labels), dtype=torch.bool),
             "image_id": Path(name).stem,
             "file_name": name,
             "orig_size": hw,

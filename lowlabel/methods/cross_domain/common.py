@@ -141,7 +141,9 @@ class DetectionSplit(Dataset):
     """A labelled split with the labels of ``classes``.
 
     Item: ``{"image": Image uint8 (3, H, W), "boxes": BoundingBoxes XYXY (N, 4) float32 with exclusive extents,
-    "labels": int64 (N,) in 0..K-1, "image_id": str (the file name without its suffix), "file_name": str}``.
+    "labels": int64 (N,) in 0..K-1, "difficult": bool (N,) (scored as neither hit nor miss: VOC difficult, COCO
+    crowd), "iscrowd": bool (N,) (not trained on), "image_id": str (the file name without its suffix),
+    "file_name": str}``.
 
     Args:
         name: the split's name (for messages).
@@ -209,6 +211,8 @@ class DetectionSplit(Dataset):
             "image": item["image"],
             "boxes": boxes,
             "labels": labels[keep],
+            "difficult": item["difficult"][keep],
+            "iscrowd": item["iscrowd"][keep],
             "file_name": file_name,
             "image_id": str(Path(file_name).with_suffix("")),
         }
@@ -216,8 +220,9 @@ class DetectionSplit(Dataset):
 
 
 class TrainAugment:
-    """Training-time: a random horizontal flip of image and boxes, then boxes without area are dropped
-    (torchvision's Faster R-CNN refuses them)."""
+    """Training-time: a random horizontal flip of image and boxes, then COCO crowd regions and boxes without area
+    are dropped (detectron2's DatasetMapper drops crowds; torchvision's Faster R-CNN refuses empty boxes). VOC's
+    difficult boxes are trained on, as detectron2 does."""
 
     def __init__(self, *, flip: bool) -> None:
         from torchvision.transforms import v2
@@ -228,10 +233,17 @@ class TrainAugment:
         if self.flip is not None:
             item = self.flip(item)
         boxes = item["boxes"].as_subclass(Tensor)
-        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+        keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]) & ~item["iscrowd"]
         if not bool(keep.all()):
-            item = {**item, "boxes": tv_tensors.wrap(boxes[keep], like=item["boxes"]), "labels": item["labels"][keep]}
+            item = {**item, "boxes": tv_tensors.wrap(boxes[keep], like=item["boxes"])}
+            item.update({key: item[key][keep] for key in ("labels", "difficult", "iscrowd")})
         return item
+
+
+def eval_target(item: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The scored target of a :class:`DetectionSplit` item: ``{"boxes", "labels", "difficult"}``."""
+    return {"boxes": item["boxes"].as_subclass(Tensor).float(), "labels": item["labels"],
+            "difficult": item["difficult"]}
 
 
 def collate_detection(items: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -430,11 +442,14 @@ def score_detections(
 
 
 def image_recall(dets: Detections, target: Mapping[str, Tensor], *, iou: float = 0.5, min_score: float = 0.5) -> float:
-    """One image's score for the failure gallery: the share of its GT boxes that a detection of the same class with
-    score >= ``min_score`` covers at IoU > ``iou`` (1 for an image without GT boxes)."""
+    """One image's score for the failure gallery: the share of its GT boxes (not difficult) that a detection of the
+    same class with score >= ``min_score`` covers at IoU > ``iou`` (1 for an image without such boxes)."""
     from torchvision.ops import box_iou
 
     gt_boxes, gt_labels = target["boxes"], target["labels"]
+    if "difficult" in target:  # only the boxes that count
+        counted = ~torch.as_tensor(target["difficult"], dtype=torch.bool)
+        gt_boxes, gt_labels = gt_boxes[counted], gt_labels[counted]
     if len(gt_boxes) == 0:
         return 1.0
     keep = dets.scores >= min_score

@@ -47,6 +47,7 @@ from lowlabel.methods.cross_domain.common import (
     collate_detection,
     detect,
     draw_detections,
+    eval_target,
     image_recall,
     score_detections,
     to_inclusive,
@@ -167,7 +168,7 @@ class Detector:
                 nets["detector"], [it["image"].as_subclass(Tensor).float() / 255 for it in items], self.class_names
             )
             for item, dets in zip(items, found):
-                target = {"boxes": item["boxes"].as_subclass(Tensor).float(), "labels": item["labels"]}
+                target = eval_target(item)
                 detections.append(dets)
                 targets.append(target)
                 score = image_recall(dets, target)

@@ -55,6 +55,7 @@ from lowlabel.methods.cross_domain.common import (
     ap_metrics,
     detect,
     draw_detections,
+    eval_target,
     image_recall,
     load_detector,
     score_detections,
@@ -453,8 +454,7 @@ def _eval_items(config: TranslationConfig, folders: Mapping[str, str],
     if test_split is not None:
         for i in range(len(test_split)):
             item = test_split[i]
-            yield str(item["file_name"]), item["image"].as_subclass(Tensor), \
-                {"boxes": item["boxes"].as_subclass(Tensor), "labels": item["labels"]}
+            yield str(item["file_name"]), item["image"].as_subclass(Tensor), eval_target(item)
         return
     data = config.data
     root = Path(folders["target_test"])

@@ -151,6 +151,46 @@ def test_evaluation_is_voc_map_of_the_scoring_suite(tmp_path: Path, use_07: bool
     assert {i: float(v) for i, v in rows} == {"0": 1.0, "1": 1.0, "2": 1.0, "3": 1.0}  # each GT box found
 
 
+def test_crowd_and_difficult_boxes_are_neither_hit_nor_miss(tmp_path: Path) -> None:
+    """COCO crowd regions: the person detection on image 1 lands on a crowd box (ignored, not a TP) and the crowd box
+    on image 3 is never found (not a miss). By hand: TP, ignored, TP, FP -> person AP 100 (counted as ordinary
+    boxes it would be TP, TP, TP, FP over 4 boxes: 75). Training drops the crowds; VOC difficult flags are read."""
+    from lowlabel.data.unpaired import DetectionFolder
+    from lowlabel.methods.cross_domain.common import DetectionSplit, TrainAugment
+
+    root = _constant_images(tmp_path / "d")
+    data = json.loads((root / "boxes.json").read_text())
+    for image_id, bbox in ((2, [20, 8, 10, 18]), (4, [0, 20, 8, 8])):
+        data["annotations"].append({"id": len(data["annotations"]) + 1, "image_id": image_id, "category_id": 2,
+                                    "bbox": bbox, "area": bbox[2] * bbox[3], "iscrowd": 1})
+    (root / "boxes.json").write_text(json.dumps(data))
+    split = SplitFolders(images=str(root / "images"), annotations=str(root / "boxes.json"))
+    cfg = tiny_config(root, splits={"test": split}, classes=["car", "person"])
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, root=""))
+    result = detector.build(cfg).evaluate({"detector": Oracle()}, "test", tmp_path / "eval")
+    assert result.metrics["AP/person"] == pytest.approx(100.0) and result.metrics["AP/car"] == pytest.approx(100.0)
+    rows = [line.split(",") for line in (tmp_path / "eval" / "per_image.csv").read_text().splitlines()[1:]]
+    assert {i: float(v) for i, v in rows}["3"] == 1.0  # the unfound crowd box is not a miss in the gallery either
+
+    item = DetectionSplit(name="test", folders=split, classes=["car", "person"])[1]
+    assert item["iscrowd"].tolist() == [False, True] and item["difficult"].tolist() == [False, True]
+    trained_on = TrainAugment(flip=False)(item)
+    assert trained_on["labels"].tolist() == [0] and len(trained_on["boxes"]) == 1
+
+    voc = tmp_path / "voc"
+    (voc / "images").mkdir(parents=True)
+    (voc / "xml").mkdir()
+    from PIL import Image
+
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(voc / "images" / "a.jpg")
+    objects = "".join(f"<object><name>car</name><difficult>{d}</difficult><bndbox><xmin>2</xmin><ymin>2</ymin>"
+                      f"<xmax>9</xmax><ymax>9</ymax></bndbox></object>" for d in (0, 1))
+    (voc / "xml" / "a.xml").write_text(f"<annotation><size><width>30</width><height>20</height></size>{objects}"
+                                       "</annotation>")
+    item = DetectionFolder(image_dir=voc / "images", annotations=voc / "xml")[0]
+    assert item["difficult"].tolist() == [False, True] and item["iscrowd"].tolist() == [False, False]
+
+
 def test_predict_writes_drawn_images_and_coco_results(trained: tuple[Path, Path], tmp_path: Path) -> None:
     root, run = trained
     loaded = load_method_from_run(run, method_name="detector")
