@@ -441,6 +441,20 @@ def score_detections(
     return evaluator.compute()
 
 
+def coco_results(
+    dets: Detections, *, image_id: int, file_name: str, class_names: Sequence[str]
+) -> list[dict[str, Any]]:
+    """One image's detections as COCO results rows (what ``lowlabel score coco --detections`` and pycocotools'
+    ``loadRes`` read): ``image_id``, ``category_id`` = label + 1, ``bbox`` = [x, y, w, h], ``score``, plus the
+    image's ``file_name`` and the ``category_name``."""
+    from lowlabel.structures import xyxy_to_coco
+
+    boxes = xyxy_to_coco(torch.as_tensor(dets.boxes).reshape(-1, 4).numpy())
+    return [{"image_id": image_id, "category_id": label + 1, "bbox": [round(float(v), 2) for v in box],
+             "score": round(float(score), 4), "file_name": file_name, "category_name": class_names[label]}
+            for box, label, score in zip(boxes, dets.labels.tolist(), dets.scores.tolist())]
+
+
 def image_recall(dets: Detections, target: Mapping[str, Tensor], *, iou: float = 0.5, min_score: float = 0.5) -> float:
     """One image's score for the failure gallery: the share of its GT boxes (not difficult) that a detection of the
     same class with score >= ``min_score`` covers at IoU > ``iou`` (1 for an image without such boxes)."""

@@ -44,6 +44,7 @@ from lowlabel.methods.cross_domain.common import (
     TrainAugment,
     ap_metrics,
     build_network,
+    coco_results,
     collate_detection,
     detect,
     draw_detections,
@@ -55,7 +56,7 @@ from lowlabel.methods.cross_domain.common import (
 from lowlabel.methods.predict import predict_files
 from lowlabel.models.detectors import RoISettings, RPNSettings
 from lowlabel.samples import SampleKeeper, save_sample, write_per_image
-from lowlabel.structures import Detections, xyxy_to_coco
+from lowlabel.structures import Detections
 
 
 def _synth_model() -> DetectorModelConfig:
@@ -213,17 +214,7 @@ class Detector:
             PILImage.fromarray(draw_detections(array, dets, self.class_names)).save(folder / f"{stem}.png")
             written.append(str(source))
             image_id = len(written)
-            for box, label, score in zip(xyxy_to_coco(dets.boxes.numpy()), dets.labels.tolist(), dets.scores.tolist()):
-                results.append(
-                    {
-                        "image_id": image_id,
-                        "category_id": label + 1,
-                        "bbox": [round(float(v), 2) for v in box],
-                        "score": round(float(score), 4),
-                        "file_name": str(source),
-                        "category_name": self.class_names[label],
-                    }
-                )
+            results.extend(coco_results(dets, image_id=image_id, file_name=str(source), class_names=self.class_names))
             return image_id
 
         predict_files(self.predict_batch, nets, Path(inputs), Path(out), write)

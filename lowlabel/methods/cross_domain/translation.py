@@ -53,6 +53,7 @@ from lowlabel.methods.cross_domain.common import (
     DetectionSplit,
     SplitFolders,
     ap_metrics,
+    coco_results,
     detect,
     draw_detections,
     eval_target,
@@ -406,33 +407,37 @@ class Translator:
         return out
 
     def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path) -> None:
-        """Translated images (``<name>.png``); with a detector, also the detections before and after translation,
-        drawn (``<name>_before.png``, ``<name>_after.png``) and listed in ``detections.json``."""
+        """Translated images (``<name>.png``) and ``translations.json`` (``[{"image_id", "input", "translated"}]``,
+        image ids 1-based in sorted input order). With a detector, also its detections before and after the
+        translation, drawn (``<name>_before.png``, ``<name>_after.png``) and as COCO results lists
+        (``detections_before.json``, ``detections_after.json``: the detector's own ``predict`` format)."""
         detector = nets.get("detector")
         class_names = self.detector()[1] if detector is not None else []
+        results: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
 
         def write(folder: Path, source: Path, stem: str, array: np.ndarray, pred: ImagePrediction) -> Any:
             from PIL import Image as PILImage
 
             translated = pred.image.permute(1, 2, 0).numpy()  # (H, W, 3) uint8
             PILImage.fromarray(translated).save(folder / f"{stem}.png")
-            row: dict[str, Any] = {"input": str(source), "translated": f"{stem}.png"}
+            row: dict[str, Any] = {"image_id": len(rows) + 1, "input": str(source), "translated": f"{stem}.png"}
+            rows.append(row)
             if detector is not None:
                 raw = torch.from_numpy(array).permute(2, 0, 1)
-                before, after = detect(detector, [raw.float() / 255, pred.image.float() / 255], class_names)
-                for tag, image, dets in (("before", array, before), ("after", translated, after)):
+                found = detect(detector, [raw.float() / 255, pred.image.float() / 255], class_names)
+                for tag, image, dets in zip(("before", "after"), (array, translated), found):
                     PILImage.fromarray(draw_detections(image, dets, class_names)).save(folder / f"{stem}_{tag}.png")
-                    row[tag] = detections_json(dets, class_names)
+                    results[tag] += coco_results(dets, image_id=row["image_id"], file_name=str(source),
+                                                 class_names=class_names)
             return row
 
-        rows = predict_files(self.predict_batch, nets, inputs, out, write, batch_size=1)
-        (Path(out) / "detections.json" if detector is not None else Path(out) / "translations.json").write_text(
-            json.dumps(rows, indent=1))
-
-
-def detections_json(dets: Detections, class_names: Sequence[str]) -> list[dict[str, Any]]:
-    return [{"box": [round(float(v), 2) for v in box], "class": class_names[int(label)], "score": round(float(s), 4)}
-            for box, label, s in zip(dets.boxes, dets.labels, dets.scores)]
+        rows: list[dict[str, Any]] = []
+        predict_files(self.predict_batch, nets, inputs, out, write, batch_size=1)
+        out = Path(out)
+        (out / "translations.json").write_text(json.dumps(rows, indent=1))
+        if detector is not None:
+            for tag, listed in results.items():
+                (out / f"detections_{tag}.json").write_text(json.dumps(listed, indent=1))
 
 
 # ---------------------------------------------------------------- evaluation

@@ -202,6 +202,32 @@ def test_predict_writes_drawn_images_and_coco_results(trained: tuple[Path, Path]
         assert r["category_name"] == ["person", "car"][r["category_id"] - 1] and 1 <= r["image_id"] <= 4
 
 
+def test_translator_predict_writes_detections_in_the_detectors_format(trained: tuple[Path, Path],
+                                                                       tmp_path: Path) -> None:
+    """CUT's predict with the frozen detector: the translations, and the detections before and after as COCO results
+    lists in the detector's own predict format (same keys, same image ids for the same inputs)."""
+    root, run = trained
+    method = cut.build(dataclasses.replace(cut.CONFIG(), detector=str(run), data=dataclasses.replace(
+        cut.CONFIG().data, root=str(root))))
+    nets = {**method.networks(), **{k: f.module for k, f in method.frozen_networks().items()}}
+    method.predict(nets, root / "testB", tmp_path / "pred")
+    index = json.loads((tmp_path / "pred" / "translations.json").read_text())
+    names = [f"testB_{i:06d}" for i in range(4)]
+    assert [r["image_id"] for r in index] == [1, 2, 3, 4] and [r["translated"] for r in index] == [
+        f"{n}.png" for n in names]
+    assert {p.name for p in (tmp_path / "pred").glob("*.png")} == {
+        f"{n}{tag}.png" for n in names for tag in ("", "_before", "_after")}
+    loaded = load_method_from_run(run, method_name="detector")
+    loaded.method.predict(loaded.nets, root / "testB", tmp_path / "det")
+    own = json.loads((tmp_path / "det" / "detections.json").read_text())
+    before = json.loads((tmp_path / "pred" / "detections_before.json").read_text())
+    after = json.loads((tmp_path / "pred" / "detections_after.json").read_text())
+    assert before == own  # the raw images through the same detector: the very same rows
+    for r in after:
+        assert set(r) == {"image_id", "category_id", "bbox", "score", "file_name", "category_name"}
+        assert index[r["image_id"] - 1]["input"] == r["file_name"]
+
+
 # ---------------------------------------------------------------- bad input
 
 
