@@ -36,12 +36,15 @@ for s in $seeds; do
   run intra-only "$s" --contrastcorr.use_inter false &
   wait
 done
-"$py" benchmarks/propagation_baselines.py --root synth:full --strides 8 > "$out/pixels.md"
+# the raw-pixel baseline (no training, no seeds): LAB cells at the encoder's stride 8, the same (paper) propagation
+[ -f "$out/pixels/stride8-paper/metrics.json" ] || \
+  "$py" benchmarks/propagation_baselines.py --root synth:full --strides 8 --out "$out/pixels" > "$out/pixels.md"
 "$py" benchmarks/write_result.py --study contrastcorr-full \
   --command "bash benchmarks/studies/contrastcorr_full.sh $out \"$seeds\"" \
   --row "ContrastCorr" method "$out/contrastcorr-s*::heldout/metrics.json" J\&F-Mean J-Mean F-Mean \
   --row "intra-only training (--contrastcorr.use_inter false)" baseline "$out/intra-only-s*::heldout/metrics.json" \
-    J\&F-Mean J-Mean F-Mean
+    J\&F-Mean J-Mean F-Mean \
+  --row "raw-pixel LAB affinity, no learning (stride 8, same propagation)" baseline "$out/pixels/stride8-paper" \
+    J\&F-Mean J-Mean F-Mean method=pixels config=none
 "$py" -c "from lowlabel.report.results import markdown_table, read_result; \
 print(markdown_table(read_result('benchmarks/results/contrastcorr-full.json')))"
-cat "$out/pixels.md"   # the raw-pixel baseline (no training, no seeds)
