@@ -172,6 +172,8 @@ def prepare_cross_domain(cfg: Any, tmp: Path) -> Any:
 
     domains = write_shapes_domains(tmp / "domains", classes=("car", "person"))
     data = write_real_layouts(tmp / "data")
+    if getattr(cfg.data, "root_kind", "domains") == "coco":  # the proposal networks on ShapesWorld coco/
+        domains = data / "coco"
     cfg.data = rebase(cfg.data, data, domains)
     if hasattr(cfg.model, "rpn"):  # the detector itself
         cfg.model = _small_detector(cfg.model)

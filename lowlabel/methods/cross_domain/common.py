@@ -6,6 +6,9 @@
   ``testB`` (foggy target) and ``testB_clean`` (the fog-free twins of testB, with testB's boxes). Labels follow the
   configured class names (default: the training annotations' classes, COCO category-id order or sorted VOC names);
   boxes of other classes are dropped, as the DA-detection benchmarks keep 8 (or 1, or 2) classes of richer datasets.
+  ``root_kind: coco`` takes ShapesWorld's ``coco/`` instead: ``train`` (base-category boxes only) and ``val`` (all).
+  ``class_agnostic`` merges every kept class into one, ``object``, for training and evaluation: the proposal
+  network of the open-vocabulary stages (:mod:`lowlabel.methods.open_vocab.proposals`).
 * :class:`DetectorModelConfig`, :func:`build_network`: the Faster R-CNN C4 of :mod:`lowlabel.models.detectors`.
 * :func:`load_detector`: a ``lowlabel train detector`` run (or its checkpoint) as a frozen network plus its class
   names; :func:`check_classes` refuses a detector of other classes than a dataset's.
@@ -47,6 +50,13 @@ SYNTH_SPLITS = {
     "testB": ("testB", "annotations/testB.json"),
     "testB_clean": ("testB_clean", "annotations/testB.json"),  # the fog-free twins carry testB's boxes
 }
+# ShapesWorld coco/ (lowlabel/data/synth/coco_task.py): train has boxes of the base categories only, val of all
+SYNTH_COCO_SPLITS = {
+    "train": ("train2017", "annotations/instances_train.json"),
+    "val": ("val2017", "annotations/instances_val.json"),
+}
+SYNTH_ROOT_SPLITS = {"domains": SYNTH_SPLITS, "coco": SYNTH_COCO_SPLITS}
+AGNOSTIC_CLASS = "object"  # the one class of a class-agnostic detector
 
 
 # ---------------------------------------------------------------- data
@@ -68,10 +78,13 @@ class SplitFolders:
 class DetectionDataConfig:
     """Labelled detection splits by name, and the training augmentation."""
 
-    root: str = "synth:quick"  # synth:<preset>[:<seed>] or a ShapesWorld domains/ folder: its 4 splits; "" = none
+    root: str = "synth:quick"  # synth:<preset>[:<seed>] or a ShapesWorld folder: the splits of root_kind; "" = none
+    root_kind: str = "domains"  # the ShapesWorld folder of root: domains (trainA, testA, testB, testB_clean) or coco
+                                # (train: base boxes only, val)
     splits: dict[str, SplitFolders] = field(default_factory=dict)  # more splits (or replacements) by name
     train_split: str = "trainA"  # the labelled source split the detector trains on
     classes: list[str] = field(default_factory=list)  # label order; [] = the train split's annotation classes
+    class_agnostic: bool = False  # every kept box becomes class "object" (a proposal network; RegionCLIP's RPN)
     flip: bool = True  # random horizontal flip in training (detectron2's RandomFlip)
     max_eval_images: int = 0  # 0 = the whole split
     num_fixed_samples: int = 6
@@ -82,6 +95,10 @@ class DetectionDataConfig:
             raise ValueError(f"data.max_eval_images must be >= 0, got {self.max_eval_images}")
         if len(set(self.classes)) != len(self.classes):
             raise ValueError(f"data.classes has duplicates: {self.classes}")
+        if self.root_kind not in SYNTH_ROOT_SPLITS:
+            raise ValueError(f"data.root_kind must be one of {', '.join(SYNTH_ROOT_SPLITS)}, got {self.root_kind!r}")
+        if self.class_agnostic and self.classes not in ([], [AGNOSTIC_CLASS]):
+            raise ValueError(f"data.class_agnostic has one class, {AGNOSTIC_CLASS!r}; got data.classes {self.classes}")
 
     def resolved_splits(self) -> dict[str, SplitFolders]:
         """Every split by name: ShapesWorld's (for a root) updated with ``splits``."""
@@ -89,10 +106,10 @@ class DetectionDataConfig:
         if self.root:
             from lowlabel.data import resolve_root
 
-            base = Path(resolve_root(self.root, "domains"))
+            base = Path(resolve_root(self.root, self.root_kind))
             out = {
                 name: SplitFolders(images=str(base / d), annotations=str(base / a))
-                for name, (d, a) in SYNTH_SPLITS.items()
+                for name, (d, a) in SYNTH_ROOT_SPLITS[self.root_kind].items()
             }
         out.update(self.splits)
         return out
@@ -152,6 +169,8 @@ class DetectionSplit(Dataset):
         transforms: applied to each item dict (``torchvision.transforms.v2`` style).
         limit: keep the first ``limit`` images (0 = all).
         classes_from: how to name ``classes`` in a mismatch error ("data.classes", "the detector <run>").
+        class_agnostic: every class (after ``class_map``) becomes :data:`AGNOSTIC_CLASS`; ``classes`` is then
+            ``[]`` or ``["object"]``.
     """
 
     def __init__(
@@ -163,6 +182,7 @@ class DetectionSplit(Dataset):
         transforms: Any = None,
         limit: int = 0,
         classes_from: str = "data.classes",
+        class_agnostic: bool = False,
     ) -> None:
         self.name, self.transforms = name, transforms
         self.folder = DetectionFolder(
@@ -180,6 +200,8 @@ class DetectionSplit(Dataset):
         if not self.indices:
             raise DataError(f"{folders.annotations}: split {name!r} has no images")
         source = [folders.class_map.get(c, c) for c in self.folder.class_names]  # renamed; several may merge
+        if class_agnostic:
+            source = [AGNOSTIC_CLASS] * len(source)
         self.class_names = list(classes) or list(dict.fromkeys(source))
         self.label_map = check_classes(self.class_names, source, detector=classes_from, dataset=folders.annotations)
 

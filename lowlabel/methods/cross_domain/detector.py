@@ -19,6 +19,10 @@ Evaluation on any labelled split: VOC mAP@0.5 (all-point, or VOC07 11-point with
 detections (score >= 0.5) on each input image and writes all of them (score >= ``model.roi.score_thresh``) as a
 COCO results file.
 
+With ``data.class_agnostic`` every box is one class, ``object``: trained on ShapesWorld ``coco/`` train (base boxes
+only) it is RegionCLIP's offline proposal network (``configs/detector/coco-rpn-*.yaml``,
+:mod:`lowlabel.methods.open_vocab.proposals`).
+
     lowlabel train detector --config configs/detector/synth-full.yaml --run-dir runs/detector/full
     lowlabel evaluate detector --ckpt runs/detector/full --split testB        # source-only on the foggy target
 """
@@ -118,7 +122,8 @@ class Detector:
     def split(
         data: DetectionDataConfig, name: str, *, classes: Sequence[str] = (), transforms: Any = None, limit: int = 0
     ) -> DetectionSplit:
-        return DetectionSplit(name=name, folders=data.split(name), classes=classes, transforms=transforms, limit=limit)
+        return DetectionSplit(name=name, folders=data.split(name), classes=classes, transforms=transforms, limit=limit,
+                              class_agnostic=data.class_agnostic)
 
     # -- training
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -162,11 +163,25 @@ def write_kitti(root: Path, *, n: int = 3, size: tuple[int, int] = (32, 104)) ->
     return root
 
 
+def write_coco_zero_shot(root: Path) -> Path:
+    """COCO 2017 with OVR-CNN's open-vocabulary files (configs/detector/coco-rpn.yaml): ``train2017/``, ``val2017/``,
+    ``zero-shot/instances_train2017_seen_2.json`` (base boxes only) and ``zero-shot/instances_val2017_all_2.json``,
+    from the open-vocabulary tests' tiny fake COCO."""
+    from tests.methods.open_vocab.coco_fake import write_coco
+
+    write_coco(root)
+    (root / "zero-shot").mkdir(exist_ok=True)
+    for source, name in (("train", "instances_train2017_seen_2.json"), ("val", "instances_val2017_all_2.json")):
+        shutil.copy(root / "annotations" / f"instances_{source}.json", root / "zero-shot" / name)
+    return root
+
+
 def write_real_layouts(data: Path) -> Path:
     """Every real layout the cross-domain configs name, under ``data`` (their ``data/`` prefix)."""
     write_cityscapes(data / "cityscapes")
     write_sim10k(data / "sim10k")
     write_kitti(data / "kitti")
+    write_coco_zero_shot(data / "coco")
     return data
 
 
