@@ -49,33 +49,61 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _cache_ok(folder: Path, kind: str) -> bool:
-    """``folder`` is a current ShapesWorld output whose manifest lists ``kind`` and whose ``kind`` files match it."""
-    from lowlabel.data.synth import GENERATOR_VERSION
-    from lowlabel.data.synth.manifest import load_manifest, verify_manifest
+def _manifest_ok(folder: Path) -> bool:
+    from lowlabel.data.synth.manifest import load_manifest
 
     if not (folder / "manifest.json").is_file():
         return False
     try:
-        manifest = load_manifest(folder)
-        if manifest.get("version") != GENERATOR_VERSION:
-            return False
-        if not any(rel.startswith(kind + "/") for rel in manifest.get("files", {})):
+        return isinstance(load_manifest(folder).get("files"), dict)
+    except DataError:
+        return False
+
+
+def _cache_ok(folder: Path, kind: str) -> bool:
+    """``folder`` is a ShapesWorld output whose manifest lists ``kind`` at its current generator version
+    (``FOLDER_VERSIONS``) and whose ``kind`` files match the manifest."""
+    from lowlabel.data.synth import FOLDER_VERSIONS
+    from lowlabel.data.synth.manifest import folder_versions, load_manifest, verify_manifest
+
+    if not _manifest_ok(folder):
+        return False
+    try:
+        if folder_versions(load_manifest(folder)).get(kind) != FOLDER_VERSIONS[kind]:
             return False
         return not verify_manifest(folder, kind=kind)
     except DataError:
         return False
 
 
-def ensure_synth(preset: str, seed: int, kind: str | None = None) -> Path:
-    """The cached ShapesWorld folder of ``preset``/``seed``.
+def _replace_folder(folder: Path, tmp: Path, kind: str, preset: str, seed: int) -> None:
+    """Generate ``kind`` alone (in ``tmp``) and put it in place of ``folder / kind``; the manifest's other entries
+    and the other folders stay as they are."""
+    from lowlabel.data.synth import FOLDER_VERSIONS, GENERATOR_VERSION, generate
+    from lowlabel.data.synth.manifest import replace_folder_entries
 
-    It is generated when missing or stale with every kind except the on-demand ones (``pretrain``); an
-    on-demand kind is added to the folder the first time it is asked for, leaving the other folders as they are.
+    what = "regenerating" if (folder / kind).exists() else "adding"
+    print(f"lowlabel: {what} ShapesWorld {kind}/ ({preset}, seed {seed}, generator {FOLDER_VERSIONS[kind]}) in "
+          f"{folder} ...", file=sys.stderr)
+    generate(tmp, preset=preset, seed=seed, kinds=[kind])
+    stale = folder.parent / f".{folder.name}.{kind}.stale-{os.getpid()}"
+    if (folder / kind).exists():
+        os.rename(folder / kind, stale)  # readers see the old folder or the new one, never half of one
+    os.rename(tmp / kind, folder / kind)
+    shutil.rmtree(stale, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)
+    replace_folder_entries(folder, kind, kind_version=FOLDER_VERSIONS[kind], version=GENERATOR_VERSION)
+
+
+def ensure_synth(preset: str, seed: int, kind: str | None = None) -> Path:
+    """The cached ShapesWorld folder of ``preset``/``seed``, with a current ``kind`` folder (default ``wsol``).
+
+    A missing folder is generated with every kind except the on-demand ones (``pretrain``). In an existing folder,
+    a ``kind`` that is absent (an on-demand one), stale (its generator version changed) or damaged is generated
+    alone and put in place; the other folders and their manifest entries are left as they are.
     """
     from lowlabel.data.synth import generate
     from lowlabel.data.synth.config import get_preset
-    from lowlabel.data.synth.manifest import build_manifest
 
     get_preset(preset)  # validates the name
     base = cache_dir() / "shapesworld"
@@ -88,14 +116,8 @@ def ensure_synth(preset: str, seed: int, kind: str | None = None) -> Path:
             return folder
         tmp = base / f".{folder.name}.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        if check_kind in ON_DEMAND and _cache_ok(folder, "wsol"):
-            print(f"lowlabel: adding ShapesWorld {check_kind}/ ({preset}, seed {seed}) to {folder} ...",
-                  file=sys.stderr)
-            manifest = generate(tmp, preset=preset, seed=seed, kinds=[check_kind])
-            shutil.rmtree(folder / check_kind, ignore_errors=True)
-            os.rename(tmp / check_kind, folder / check_kind)
-            shutil.rmtree(tmp, ignore_errors=True)
-            build_manifest(folder, version=manifest["version"], preset=preset, seed=seed)
+        if _manifest_ok(folder):
+            _replace_folder(folder, tmp, check_kind, preset, seed)
             return folder
         kinds = [k for k in KINDS if k not in ON_DEMAND or k == check_kind]
         print(f"lowlabel: generating ShapesWorld {preset} (seed {seed}) into {folder} ...", file=sys.stderr)

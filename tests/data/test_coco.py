@@ -12,7 +12,7 @@ import pytest
 
 from lowlabel.data.coco import COCODetection, load_ovd_split
 from lowlabel.data.synth.classes import SYNONYMS, VOC_NAMES
-from lowlabel.data.synth.config import get_preset
+from lowlabel.data.synth.config import get_preset, replace
 from lowlabel.errors import DataError
 
 
@@ -33,14 +33,15 @@ def test_official_loaders_read_the_json(quick_root: Path) -> None:
         ann = str(_paths(quick_root, split)["ann_file"])
         for api in (COCO(ann), FCOCO(ann)):
             assert len(api.getImgIds()) == getattr(get_preset("quick").coco, f"num_{split}")
-            assert len(api.getCatIds()) == 16 and len(api.getAnnIds()) > 0
+            assert len(api.getCatIds()) == get_preset("quick").coco.num_classes and len(api.getAnnIds()) > 0
 
 
 def test_base_novel_split(quick_root: Path) -> None:
     split = load_ovd_split(quick_root / "coco" / "annotations" / "ovd_split.json")
+    cfg = get_preset("quick").coco
     assert (
-        len(split["novel"]) == 4
-        and len(split["base"]) == 12
+        len(split["novel"]) == cfg.num_novel == 5
+        and len(split["base"]) == cfg.num_classes - cfg.num_novel == 15
         and sorted(split["all"]) == sorted(split["base"] + split["novel"])
     )
     train = json.loads(_paths(quick_root, "train")["ann_file"].read_text())
@@ -56,6 +57,23 @@ def test_base_novel_split(quick_root: Path) -> None:
     novel_boxes = sum(len(ds[k]["boxes"]) for k in range(len(ds)))
     assert novel_boxes == sum(a["category_id"] in split["novel"] for a in val["annotations"]) > 0
     assert all(set(ds[k]["category_ids"].tolist()) <= set(split["novel"]) for k in range(len(ds)))
+
+
+def test_full_coco_has_every_category_a_quarter_novel() -> None:
+    """v1.6 (the CLIP teacher study found 3,000 images and 4 novel of 16 categories too few): 20 categories with
+    their own words, 5 novel (OVR-CNN: 17 of 65), 6,000 train and 1,000 val images; quick and tiny stay small."""
+    full = get_preset("full").coco
+    assert (full.num_classes, full.num_novel, full.num_train, full.num_val) == (20, 5, 6000, 1000)
+    assert get_preset("quick").coco.num_train <= 120 and get_preset("tiny").coco.num_train <= 16
+    from lowlabel.data.synth.classes import category_look
+    from lowlabel.data.synth.coco_task import class_words
+
+    words = [w for k in range(full.num_classes) for w in class_words(k)]
+    assert len(words) == len(set(words))  # no word names two categories
+    looks = {(category_look(k).pattern, category_look(k).mark_colors) for k in range(full.num_classes)}
+    assert len(looks) == full.num_classes  # every category has its own marking
+    with pytest.raises(ValueError, match="num_classes"):
+        replace(full, num_classes=21)
 
 
 def _mentioned(caption: str) -> set[int]:

@@ -7,6 +7,7 @@ the files do not depend on the number of worker processes, and the same seed giv
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import time
@@ -14,12 +15,18 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lowlabel.data.synth.config import PRESETS, Preset, get_preset
-from lowlabel.data.synth.manifest import MANIFEST, build_manifest
+from lowlabel.data.synth.manifest import MANIFEST, build_manifest, folder_versions, load_manifest
 from lowlabel.data.synth.parallel import default_workers
-from lowlabel.errors import UserError
+from lowlabel.errors import DataError, UserError
 
-GENERATOR_VERSION = "1.5"
 KINDS: tuple[str, ...] = ("wsol", "voc", "davis", "coco", "domains", "pretrain")
+# The generator version of each folder: bump a folder's entry when its bytes change, and only that folder of a cached
+# ShapesWorld is regenerated (lowlabel.data.ensure_synth). 1.6: coco/ enlarged (20 categories, 5 novel; 6,000 train
+# and 1,000 val images at full); the other folders are 1.5's, byte for byte.
+FOLDER_VERSIONS: dict[str, str] = {
+    "wsol": "1.5", "voc": "1.5", "davis": "1.5", "coco": "1.6", "domains": "1.5", "pretrain": "1.5",
+}  # fmt: skip
+GENERATOR_VERSION = "1.6"  # the newest of FOLDER_VERSIONS
 
 
 def _task_fns() -> dict[str, Callable[[Preset, Path, int, int], None]]:
@@ -79,6 +86,11 @@ def generate(
             if not overwrite:
                 raise UserError(f"{out / kind}: already exists (use --overwrite or another --out)")
             shutil.rmtree(out / kind)
+    versions = {}  # folders already in out keep the version their manifest records
+    if (out / MANIFEST).is_file():
+        with contextlib.suppress(DataError):
+            versions = folder_versions(load_manifest(out))
+    versions.update({kind: FOLDER_VERSIONS[kind] for kind in kinds})
     (out / MANIFEST).unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     for kind in kinds:
@@ -86,7 +98,7 @@ def generate(
         fns[kind](cfg, out / kind, seed, workers)
         if verbose:
             print(f"shapesworld: {kind} written in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
-    return build_manifest(out, version=GENERATOR_VERSION, preset=preset_name, seed=seed)
+    return build_manifest(out, version=GENERATOR_VERSION, preset=preset_name, seed=seed, versions=versions)
 
 
-__all__ = ["GENERATOR_VERSION", "KINDS", "PRESETS", "generate"]
+__all__ = ["FOLDER_VERSIONS", "GENERATOR_VERSION", "KINDS", "PRESETS", "generate"]
