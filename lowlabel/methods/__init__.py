@@ -25,6 +25,7 @@ METHODS: dict[str, str] = {
     "cut": "lowlabel.methods.cross_domain.cut",
     "lgcl": "lowlabel.methods.cross_domain.lgcl",
     "clip": "lowlabel.methods.open_vocab.clip",
+    "regionclip": "lowlabel.methods.open_vocab.regionclip",
 }
 
 # One line per method for `lowlabel train --help` (kept here so that --help imports no method).
@@ -41,6 +42,7 @@ SUMMARIES: dict[str, str] = {
     "cut": "CUT (ECCV'20): unpaired target -> source translation with PatchNCE (LGCL's baseline)",
     "lgcl": "LGCL (BMVC'24): attention-guided translation with a local-global contrastive loss, for detection",
     "clip": "CLIP (ICML'21) from scratch on image-caption pairs: RegionCLIP's teacher, scored zero-shot",
+    "regionclip": "RegionCLIP (CVPR'22): region-text pretraining of a CLIP student from a frozen teacher and captions",
 }
 
 

@@ -112,6 +112,63 @@ def prepare_open_vocab(cfg: Any, tmp: Path) -> Any:
     return cfg
 
 
+def prepare_regionclip(cfg: Any, tmp: Path) -> Any:
+    """The fake COCO (three colour categories, one novel) for evaluation and, for a config with ``train_images``, its
+    train split again in img2dataset's files layout; a random teacher of the configured arch (a ``clip`` run of
+    ``tiny`` when the config takes the arch from the run, else a bare state dict as a published file is); a tiny
+    class-agnostic RPN run; the concept vocabulary (and embedding) files a config names."""
+    import json
+
+    from lowlabel.methods.cross_domain import detector
+    from lowlabel.models.clip import build_clip, expand_templates
+    from tests.methods.open_vocab.coco_fake import write_coco
+    from tests.methods.open_vocab.test_regionclip import write_clip_run
+
+    coco = write_coco(tmp / "coco")
+    data = dataclasses.replace(cfg.data, root=str(coco), images="{split}2017", names={}, image_size=64,
+                               instances="annotations/instances_{split}.json", ovd_split="annotations/ovd_split.json",
+                               captions="annotations/captions_{split}.json")
+    if data.train_images:
+        captions = json.loads((coco / "annotations" / "captions_train.json").read_text())
+        files = {img["id"]: img["file_name"] for img in captions["images"]}
+        shard = tmp / "cc3m" / "00000"
+        shard.mkdir(parents=True)
+        for ann in captions["annotations"]:
+            if not (shard / f"{ann['image_id']:09d}.txt").exists():  # one caption per key, as img2dataset writes
+                shutil.copy(coco / "train2017" / files[ann["image_id"]], shard / f"{ann['image_id']:09d}.png")
+                (shard / f"{ann['image_id']:09d}.txt").write_text(ann["caption"])
+        data = dataclasses.replace(data, train_images=str(tmp / "cc3m"))
+    cfg.data = data
+    if cfg.model.arch:
+        teacher = build_clip(arch=cfg.model.arch, image_size=cfg.model.image_size)
+        torch.save(teacher.state_dict(), tmp / "clip.pt")
+        cfg.init_from = str(tmp / "clip.pt")
+    else:
+        cfg.init_from = str(write_clip_run(tmp / "clip-run", "tiny", image_size=96))
+        teacher = build_clip(arch="tiny")
+    if cfg.concepts.vocabulary not in ("categories", "shapesworld"):
+        (tmp / "nouns.txt").write_text("red\ngreen\nblue\nzebra\n")
+        emb = str(tmp / "nouns_emb.pth") if cfg.concepts.embeddings else ""
+        if emb:
+            torch.save(torch.randn(4, teacher.text_projection.shape[1]), emb)
+        cfg.concepts = dataclasses.replace(cfg.concepts, vocabulary=str(tmp / "nouns.txt"), embeddings=emb)
+    else:  # the fake captions name colours, not ShapesWorld's categories
+        cfg.concepts = dataclasses.replace(cfg.concepts, vocabulary="categories")
+    # two prompt templates each: openai-imagenet's 80 would run the text tower 80 times per concept
+    cfg.concepts = dataclasses.replace(cfg.concepts, templates=expand_templates(cfg.concepts.templates)[:2])
+    cfg.eval = dataclasses.replace(cfg.eval, templates=expand_templates(cfg.eval.templates)[:2])
+    det_cfg = load_config_file(detector.CONFIG, CONFIGS / "detector" / "coco-rpn-synth-quick.yaml")
+    det_cfg.data = dataclasses.replace(det_cfg.data, root=str(coco))
+    det_cfg.model = _small_detector(det_cfg.model, backbone="resnet_small")
+    rpn = detector.build(det_cfg)
+    run = tmp / "rpn-run"
+    (run / "checkpoints").mkdir(parents=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "method": "detector", "config": config_to_dict(rpn.config),
+                "nets": {"detector": rpn.model.state_dict()}}, run / "checkpoints" / "last.ckpt")
+    cfg.proposals = dataclasses.replace(cfg.proposals, source=str(run), post_nms_top_n=20, num_sampled=8)
+    return cfg
+
+
 def prepare_video(cfg: Any, tmp: Path) -> Any:
     """A DAVIS-layout folder (two 5-frame sequences) whose clips/ holds them again as unlabeled frame folders."""
     from tests.methods.correspondence.test_common import write_davis
@@ -193,6 +250,7 @@ PREPARERS: dict[str, Callable[[Any, Path], Any]] = {
     "lowlabel.methods.wsol.": prepare_wsol,
     "lowlabel.methods.wsss.seg": prepare_seg,
     "lowlabel.methods.wsss.": prepare_wsss,
+    "lowlabel.methods.open_vocab.regionclip": prepare_regionclip,
     "lowlabel.methods.open_vocab.": prepare_open_vocab,
 }
 
