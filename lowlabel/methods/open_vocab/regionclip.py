@@ -9,6 +9,7 @@ proposals, in the letterboxed frame)::
     F = trunk(x)                              (B, C4, S/16, S/16)   stem..res4 (lowlabel.models.clip.c4_parts)
     r = RoIAlign(F, b, P x P, 1/16)           (R, C4, P, P)         aligned, adaptive sampling (detectron2 ROIAlignV2)
     v = attention_pool(res5(r))               (R, D)                P = 2 x the attention pool's grid: res5 halves P
+                                                                    (RoI head: lowlabel.methods.open_vocab.roi)
     g = the same on the whole-canvas box      (B, D)                one box [0, 0, S, S] per image
     p = softmax(cos(v_t, T) / 0.01)           (R, K)                teacher's regions, no gradient
     keep = max_k p > 0.1;  c = argmax_k p                            (losses.regionclip.pseudo_concept_labels)
@@ -44,7 +45,6 @@ from __future__ import annotations
 import copy
 import csv
 import json
-import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,7 +54,6 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 from torch.utils.data import Dataset
-from torchvision.ops import roi_align
 
 from lowlabel.data.io import load_rgb
 from lowlabel.errors import DataError, UserError
@@ -73,7 +72,6 @@ from lowlabel.methods.open_vocab.clip import SHAPESWORLD_TEMPLATES
 from lowlabel.methods.open_vocab.common import (
     Categories,
     COCOFilesConfig,
-    ZeroShotScores,
     caption_dataset,
     categories,
     coco_path,
@@ -83,10 +81,19 @@ from lowlabel.methods.open_vocab.common import (
     zero_shot_metrics,
 )
 from lowlabel.methods.open_vocab.proposals import ProposalConfig, Proposals, load_proposer, propose, sample_regions
+from lowlabel.methods.open_vocab.roi import (
+    default_pool_size,
+    flip_boxes,
+    letterbox_boxes,
+    per_image_region_accuracy,
+    plain_boxes,
+    region_embeddings,
+    roi_zero_shot_scores,
+    whole_boxes,
+)
 from lowlabel.methods.predict import predict_files
 from lowlabel.models.clip import (
     TORCHSCRIPT_EXTRAS,
-    attention_pool,
     build_clip,
     c4_parts,
     load_clip_state,
@@ -96,7 +103,6 @@ from lowlabel.models.weights import read_stage, single_network
 from lowlabel.structures import Classification
 
 TEACHER_HINT = "train one with `lowlabel train clip --config configs/clip/synth-full.yaml`"
-RES4_STRIDE = 16  # ModifiedResNet: stem /4, res3 /2, res4 /2
 
 
 @dataclass
@@ -256,61 +262,6 @@ def _plain(net: nn.Module) -> nn.Module:
     while isinstance(getattr(net, "module", None), nn.Module):
         net = net.module
     return net
-
-
-# --- region features ---------------------------------------------------------------------------------------------
-
-
-def default_pool_size(model: nn.Module) -> int:
-    """2 x the attention pool's grid: res5 halves the RoI, so the pool sees the grid it was trained on."""
-    return 2 * math.isqrt(model.visual.attnpool.positional_embedding.shape[0] - 1)
-
-
-def region_embeddings(model: nn.Module, res4: Tensor, boxes: Sequence[Tensor], *, pool_size: int) -> Tensor:
-    """The C4 RoI head: RoIAlign on res4, res5, attention pooling (methods.md 4a.1).
-
-    Args:
-        model: an open_clip CLIP with a ModifiedResNet image tower.
-        res4: (B, C4, H / 16, W / 16) from ``c4_parts(model).trunk``.
-        boxes: B tensors (R_i, 4), xyxy in the pixels of the input the trunk saw.
-        pool_size: RoIAlign output side (even).
-
-    Returns:
-        (sum R_i, D) embeddings (not normalised), regions in image order.
-    """
-    parts = c4_parts(model)
-    if sum(len(b) for b in boxes) == 0:
-        return res4.new_zeros(0, parts.attnpool.c_proj.out_features)
-    # detectron2's ROIAlignV2: aligned (a box corner is a pixel corner), sampling ratio 0 (adaptive)
-    rois = roi_align(res4, [b.to(res4.dtype) for b in boxes], output_size=pool_size,
-                     spatial_scale=1.0 / RES4_STRIDE, sampling_ratio=0, aligned=True)  # (R, C4, P, P)
-    return attention_pool(parts.attnpool, parts.res5(rois))  # (R, C5, P / 2, P / 2) -> (R, D)
-
-
-def whole_boxes(batch: int, size: int, device: torch.device) -> list[Tensor]:
-    """One whole-canvas box [0, 0, size, size] per image (the image-text loss's "whole-image box")."""
-    box = torch.tensor([[0.0, 0.0, size, size]], device=device)
-    return [box] * batch
-
-
-def letterbox_boxes(boxes: Tensor, hw: tuple[int, int], size: int) -> Tensor:
-    """``boxes`` (N, 4) xyxy in an (H, W) image mapped into its :func:`letterbox` frame of side ``size`` (the same
-    rounding as letterbox itself)."""
-    h, w = hw
-    nh, nw = max(1, round(h * size / max(h, w))), max(1, round(w * size / max(h, w)))
-    top, left = (size - nh) // 2, (size - nw) // 2
-    scale = boxes.new_tensor([nw / w, nh / h, nw / w, nh / h])
-    return boxes * scale + boxes.new_tensor([left, top, left, top])
-
-
-def plain_boxes(boxes: Any) -> Tensor:
-    """(N, 4) float32 plain tensor of a dataset item's boxes (torchvision's ``BoundingBoxes`` included)."""
-    return torch.as_tensor(boxes).as_subclass(Tensor).float().reshape(-1, 4)
-
-
-def flip_boxes(boxes: Tensor, size: int) -> Tensor:
-    """Boxes (N, 4) xyxy of a ``size``-wide canvas after a horizontal mirror."""
-    return torch.stack([size - boxes[:, 2], boxes[:, 1], size - boxes[:, 0], boxes[:, 3]], dim=1)
 
 
 # --- data --------------------------------------------------------------------------------------------------------
@@ -669,55 +620,6 @@ class RegionCLIPMethod:
 
         rows = predict_files(classify, nets, Path(inputs), Path(out), row)
         (Path(out) / "predictions.json").write_text(json.dumps(rows, indent=1))
-
-
-@torch.no_grad()
-def roi_zero_shot_scores(model: nn.Module, dataset: Any, class_emb: Tensor, *, size: int, pool_size: int,
-                         batch_size: int = 32) -> tuple[ZeroShotScores, list[int]]:
-    """Cosine similarities to ``class_emb`` ((C, D) unit rows) of every GT box's RoI feature and of every whole
-    (letterboxed) image, ``batch_size`` images at a time (the RoI-feature counterpart of
-    :func:`lowlabel.methods.open_vocab.common.zero_shot_scores`, which embeds crops), and the number of GT boxes
-    of each image."""
-    device = class_emb.device
-    num_classes = class_emb.shape[0]
-    ids, img_scores, img_labels, reg_scores, reg_labels = [], [], [], [], []
-    counts: list[int] = []
-    for start in range(0, len(dataset), batch_size):
-        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        x = torch.stack([letterbox(torch.as_tensor(it["image"]), size) for it in items]).to(device)
-        boxes = [letterbox_boxes(plain_boxes(it["boxes"]), tuple(it["image"].shape[-2:]), size).to(device)
-                 for it in items]
-        res4 = c4_parts(model).trunk(x)  # (b, C4, S / 16, S / 16)
-        whole = region_embeddings(model, res4, whole_boxes(len(x), size, device), pool_size=pool_size)  # (b, D)
-        regions = region_embeddings(model, res4, boxes, pool_size=pool_size)  # (r, D)
-        img_scores.append(torch.nn.functional.normalize(whole, dim=-1) @ class_emb.t())  # (b, C)
-        reg_scores.append(torch.nn.functional.normalize(regions, dim=-1) @ class_emb.t())  # (r, C)
-        for it in items:
-            labels = torch.as_tensor(it["labels"])
-            ids.append(int(it["image_id"]))
-            img_labels.append(torch.zeros(num_classes, dtype=torch.bool).index_fill_(0, labels, True))
-            reg_labels += labels.tolist()
-            counts.append(len(labels))
-    empty = torch.zeros(0, num_classes)
-    scores = ZeroShotScores(
-        image_ids=ids, image_scores=torch.cat(img_scores).cpu() if img_scores else empty,
-        image_labels=torch.stack(img_labels) if img_labels else empty.bool(),
-        region_scores=torch.cat(reg_scores).cpu() if reg_scores else empty,
-        region_labels=torch.tensor(reg_labels, dtype=torch.int64))
-    return scores, counts
-
-
-def per_image_region_accuracy(scores: ZeroShotScores, boxes_per_image: Sequence[int]) -> list[float]:
-    """Each image's share (percent) of its GT boxes classified right, all classes competing; NaN without boxes.
-
-    Args:
-        boxes_per_image: the number of GT boxes of each image, in ``scores``' order (their rows are consecutive).
-    """
-    hits = (scores.region_scores.argmax(dim=1) == scores.region_labels).float()  # (R,)
-    out = []
-    for chunk in hits.split(list(boxes_per_image)):
-        out.append(100.0 * float(chunk.mean()) if len(chunk) else math.nan)
-    return out
 
 
 def build(cfg: RegionCLIPConfig) -> RegionCLIPMethod:
