@@ -18,6 +18,7 @@ from lowlabel.errors import DataError, UserError
 from lowlabel.losses.regionclip import extract_concepts
 from lowlabel.methods.base import OptimConfig, TrainerConfig
 from lowlabel.methods.open_vocab import regionclip as rc
+from lowlabel.methods.open_vocab.proposals import Proposals
 from lowlabel.models.clip import build_clip
 from lowlabel.models.weights import CHECKPOINT_FORMAT
 from tests.methods.open_vocab.coco_fake import write_coco
@@ -93,6 +94,32 @@ def test_the_student_starts_at_the_teacher_and_only_its_image_tower_trains(files
     assert not any("running" in k or k.startswith(("visual.conv", "visual.layer1")) for k in changed)
     assert all(torch.equal(v, teacher.state_dict()[k]) for k, v in teacher_before.items())
     assert logs[1]["loss_dist"] > 0  # the student moved away from the teacher
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_proposals_are_computed_once_per_image_and_letterboxed(cache: bool, files: dict[str, Path],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config(files)
+    cfg.data = rc.RegionCLIPDataConfig(root=str(files["coco"]), regions="proposals", flip=False, cache_proposals=cache)
+    method = rc.build(cfg)
+    calls = []
+
+    def propose(detector: object, images: list[torch.Tensor], _cfg: object) -> list[Proposals]:
+        calls.append([tuple(im.shape) for im in images])  # the uint8 originals
+        return [Proposals(torch.tensor([[0.0, 0.0, 12.0, 10.0], [24.0, 20.0, 48.0, 40.0]]), torch.tensor([0.9, 0.5]))
+                for _ in images]
+
+    monkeypatch.setattr(rc, "propose", propose)
+    batch = batch_of(method)
+    nets = {"proposer": torch.nn.Identity()}
+    first, again = method.regions(nets, batch), method.regions(nets, batch)
+    assert calls == [[(3, 40, 48)] * 4] * (1 if cache else 2)
+    # 40 x 48 images letterboxed to 64: x * 4/3, y * 53/40 + 5
+    expected = torch.tensor([[0.0, 5.0, 16.0, 5 + 10 * 53 / 40], [32.0, 5 + 20 * 53 / 40, 64.0, 58.0]])
+    assert all(torch.allclose(b, expected) for b in first + again)
+    batch["flip"] = [True] * 4
+    mirrored = torch.stack([64 - expected[:, 2], expected[:, 1], 64 - expected[:, 0], expected[:, 3]], dim=1)
+    assert all(torch.allclose(b, mirrored) for b in method.regions(nets, batch))
 
 
 def test_concept_pool_from_captions(files: dict[str, Path], tmp_path: Path) -> None:
