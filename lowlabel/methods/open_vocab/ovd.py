@@ -1,0 +1,775 @@
+"""``ovd``: open-vocabulary detection transfer of a CLIP image tower, and its zero-shot inference.
+
+RegionCLIP (Zhong et al., CVPR 2022, arXiv:2112.09106; methods.md 4a', 4a'', 4b), ``CLIPFastRCNN``: a C4 Faster R-CNN
+whose backbone and box head are a CLIP image tower (a ``regionclip`` run's student, or a ``clip`` run: the baseline
+"initialised from the teacher" is this same stage with the teacher as ``init_from``), whose classifier is the frozen
+text embeddings of the class names, and whose proposals come from a separate offline RPN trained on the base boxes
+(``proposals.source``: a class-agnostic ``lowlabel train detector`` run, :mod:`.proposals`; the paper's way, so no RPN
+is trained here). For a batch of B letterboxed images x with base-class GT boxes g::
+
+    P = offline RPN proposals, plus g                    B x (P_i, 4)  detectron2's PROPOSAL_APPEND_GT
+    match P to g at IoU 0.5; sample roi.batch_size_per_image, 25 % foreground     (torchvision Matcher, Sampler)
+    F = trunk(x)                                          (B, C4, S/16, S/16)   stem..res4 of the CLIP tower
+    v = attention_pool(res5(RoIAlign(F, rois, P x P)))    (R, D)                P = 2 x the pool's grid (14, RN50)
+    z = [cos(v, T_base) / 0.01, 0]                        (R, C_base + 1)       frozen text T, zero background logit
+    d = W v + b                                           (R, 4)                class-agnostic box deltas
+    L = focal_CE(z, y; gamma 0.5, background x 0.2) + smooth_L1(d, encode(g, roi); beta 1/9) over foreground / R
+
+Test (the generalised setting, methods.md 4b): every class's embedding competes (``eval.categories: all``); p =
+softmax(z)[:, :C], boxes decoded from d, per-class NMS 0.5, score > ``roi.score_thresh``, the best
+``roi.detections_per_img``; COCO AP50 over novel / base / all classes from one evaluation
+(:func:`lowlabel.metrics.coco.coco_box_ap`, ``lowlabel score coco --split``). ``eval.categories: novel`` scores with
+the novel embeddings alone, the protocol mistake behind near-zero novel AP (methods.md 4d, RegionCLIP issues #81, #98):
+every base object must then be called some novel class, and those confident false positives outrank the true ones.
+
+Zero-shot (methods.md 4a'', ``eval.zero_shot``; ``lowlabel evaluate ovd --ckpt <clip or regionclip run> --zero-shot
+gt|proposals`` builds this stage on that run without training): ``gt`` classifies the GT boxes (RoI features, or with
+``eval.zero_shot_regions: crop`` the teacher on letterboxed crops, :func:`.common.zero_shot_scores`): accuracy over
+all / base / novel classes, every class competing; ``proposals`` detects from the RPN's proposals at NMS 0.9, without
+box deltas (the untrained regressor is not used), scores softmax(cos / 0.01) over the classes (no background: a CLIP
+never learnt what the zero logit stands for) times the objectness, class NMS 0.5.
+
+Departures, for a CPU and a small model: the input is letterboxed to ``data.image_size`` (as the regionclip stage; the
+paper resizes the shorter side to 800) and the proposals are computed once per training image and cached (the offline
+RPN is frozen and the paper's are precomputed too; a flipped image flips its proposals). FrozenBN everywhere and
+``FREEZE_AT 2`` (stem and res2 frozen) as the paper, also for the tiny CLIP (one block per stage: res3, res4, res5 and
+the attention pool train). The text tower never trains; the text embeddings are computed once, with CLIP's 80
+ImageNet templates (``text.templates``), and kept as a buffer of the network (checkpointed, so ``predict`` needs no
+recomputation).
+
+    lowlabel train ovd --config configs/ovd/synth-full.yaml --init_from runs/regionclip/full
+    lowlabel evaluate ovd --ckpt runs/clip/full --zero-shot gt --method-config configs/ovd/synth-full.yaml
+    lowlabel predict ovd --ckpt runs/ovd/full --input images/ --out out/ --classes "star, striped ring"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
+
+from lowlabel.data.io import read_json
+from lowlabel.errors import DataError, UserError
+from lowlabel.losses.regionclip import (
+    COCO_BACKGROUND_WEIGHT,
+    FOCAL_GAMMA,
+    OVD_TEMPERATURE,
+    background_weighted_cross_entropy,
+    focal_scaled_cross_entropy,
+    ovd_logits,
+)
+from lowlabel.methods.base import EvalResult, Frozen, OptimConfig, StepOutput, TrainerConfig, build_optimizer
+from lowlabel.methods.cross_domain.common import coco_results, draw_detections, image_recall
+from lowlabel.methods.open_vocab.common import (
+    Categories,
+    COCOFilesConfig,
+    categories,
+    coco_root,
+    instance_dataset,
+    letterbox,
+    zero_shot_metrics,
+    zero_shot_scores,
+)
+from lowlabel.methods.open_vocab.proposals import ProposalConfig, Proposals, load_proposer, propose
+from lowlabel.methods.open_vocab.regionclip import _plain, freeze_batchnorm, make_student
+from lowlabel.methods.open_vocab.roi import (
+    default_pool_size,
+    flip_boxes,
+    letterbox_boxes,
+    per_image_region_accuracy,
+    plain_boxes,
+    region_embeddings,
+    roi_zero_shot_scores,
+)
+from lowlabel.methods.predict import predict_files
+from lowlabel.metrics.coco import coco_box_ap
+from lowlabel.models.clip import TORCHSCRIPT_EXTRAS, build_clip, c4_parts, load_clip_state, prompt_embeddings
+from lowlabel.models.weights import Weights, read_stage, single_network
+from lowlabel.samples import write_per_image
+from lowlabel.structures import Detections
+
+INIT_HINT = "train one with `lowlabel train regionclip` (or `lowlabel train clip` for the teacher baseline)"
+# methods.md 4a'' (RegionCLIP issue #9, after ViLD): zero-shot detection keeps proposals up to IoU 0.9 and runs the
+# class NMS at 0.5 on the unregressed boxes.
+ZERO_SHOT_RPN_NMS = 0.9
+ZERO_SHOT_CLASS_NMS = 0.5
+# torchvision's Faster R-CNN box coding (detectron2's BBOX_REG_WEIGHTS (10, 10, 5, 5)), its smooth-L1 beta 1/9
+BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
+SMOOTH_L1_BETA = 1.0 / 9.0
+
+
+# --- config ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class OVDDataConfig(COCOFilesConfig):
+    """The COCO-layout folder: training boxes (base classes only are used), evaluation split, the base/novel split."""
+
+    train_split: str = "train"
+    image_size: int = 0  # letterbox side in pixels, a multiple of 32; 0 = the CLIP's own input size
+    flip: bool = True  # mirror image, boxes and proposals half of the time (detectron2's RandomFlip)
+    # LVIS: no split file; the categories whose "frequency" is one of these are novel, the rest base (["r"]: the 337
+    # rare ones novel, 866 frequent + common base, methods.md 4b). Needs ovd_split "".
+    novel_frequencies: list[str] = field(default_factory=list)
+    max_eval_images: int = 0  # 0 = the whole split
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.image_size < 0 or self.image_size % 32:
+            raise ValueError(f"data.image_size must be 0 or a positive multiple of 32, got {self.image_size}")
+        if self.novel_frequencies and self.ovd_split:
+            raise ValueError("data.novel_frequencies (LVIS) and data.ovd_split exclude each other; set ovd_split ''")
+
+
+@dataclass
+class OVDModelConfig:
+    """The CLIP tower (weights: ``init_from``) and the RoI head."""
+
+    arch: str = ""  # "" = the arch recorded by the init_from run (a regionclip run: its teacher's)
+    image_size: int = 0  # the CLIP's input size (attention-pool grid = image_size / 32); 0 = the run's
+    context_length: int = 0  # 0 = the run's
+    freeze_at: int = 2  # detectron2 FREEZE_AT 2 (stem and res2 frozen), RegionCLIP's transfer configs
+    pool_size: int = 0  # RoIAlign side on res4; 0 = 2 x the attention-pool grid (RN50 at 224: 14, POOLER_RESOLUTION)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.freeze_at <= 5:
+            raise ValueError(f"model.freeze_at must be in 0..5, got {self.freeze_at}")
+        if self.pool_size < 0 or self.pool_size % 2:
+            raise ValueError(f"model.pool_size must be 0 or even (res5 halves it), got {self.pool_size}")
+
+
+@dataclass
+class TextConfig:
+    """The frozen classifier: class-name embeddings by the init CLIP's text tower, or read from a file."""
+
+    templates: list[str] = field(default_factory=lambda: ["openai-imagenet"])  # CLIP's 80 prompts (RegionCLIP)
+    # "" = embed the category names; else a (C, D) tensor file, rows in category-id order of the evaluated classes
+    # (RegionCLIP's TEXT_EMB_PATH / OPENSET_TEST_TEXT_EMB_PATH)
+    embeddings: str = ""
+
+
+@dataclass
+class OVDLossConfig:
+    """Classification loss (methods.md 4a'): COCO focal-scaled CE, LVIS plain CE, both with a background weight."""
+
+    kind: Literal["focal", "ce"] = "focal"
+    gamma: float = FOCAL_GAMMA  # focal scaling (1 - p_t)^gamma (COCO 0.5)
+    background_weight: float = COCO_BACKGROUND_WEIGHT  # COCO 0.2, LVIS 0.8
+    temperature: float = OVD_TEMPERATURE  # cosine logits / 0.01
+    box_weight: float = 1.0
+
+
+@dataclass
+class OVDRoIConfig:
+    """RoI sampling for training and the test-time selection. Defaults: detectron2's ROI_HEADS."""
+
+    batch_size_per_image: int = 512
+    positive_fraction: float = 0.25
+    fg_iou_thresh: float = 0.5  # IoU >= 0.5 with a GT box: foreground; below: background
+    score_thresh: float = 0.05  # test: detections kept above this score
+    nms_thresh: float = 0.5  # test: per-class NMS
+    detections_per_img: int = 100
+    multiply_objectness: bool = False  # score x RPN objectness (RegionCLIP's LVIS MULTIPLY_RPN_SCORE)
+
+
+@dataclass
+class OVDEvalConfig:
+    """Evaluation: the generalised setting, or its two diagnostics, or zero-shot inference."""
+
+    categories: Literal["all", "novel"] = "all"  # novel: the novel embeddings alone compete (methods.md 4d)
+    zero_shot: Literal["off", "gt", "proposals"] = "off"  # off: the trained detector; see the module docstring
+    zero_shot_regions: Literal["roi", "crop"] = "roi"  # gt: RoI features of the boxes, or the CLIP on their crops
+    batch_size: int = 8  # images per forward
+
+
+def _optim() -> OptimConfig:
+    # CLIP_fast_rcnn_R_50_C4_ovd.yaml: SGD lr 0.002 (batch 16), weight decay 1e-4, steps at 60k/80k of 90k, warmup
+    return OptimConfig(name="sgd", lr=0.002, momentum=0.9, weight_decay=1e-4, schedule="multistep",
+                       milestones=(60000, 80000), warmup_steps=5000)
+
+
+@dataclass
+class OVDConfig:
+    """Config of ``lowlabel train ovd``."""
+
+    init_from: str = ""  # a regionclip run (its student) or a clip run (the teacher baseline), or a CLIP weights file
+    data: OVDDataConfig = field(default_factory=OVDDataConfig)
+    model: OVDModelConfig = field(default_factory=OVDModelConfig)
+    proposals: ProposalConfig = field(default_factory=lambda: ProposalConfig(post_nms_top_n=1000, nms_thresh=0.7))
+    text: TextConfig = field(default_factory=TextConfig)
+    loss: OVDLossConfig = field(default_factory=OVDLossConfig)
+    roi: OVDRoIConfig = field(default_factory=OVDRoIConfig)
+    eval: OVDEvalConfig = field(default_factory=OVDEvalConfig)
+    optim: OptimConfig = field(default_factory=_optim)
+    trainer: TrainerConfig = field(default_factory=lambda: TrainerConfig(
+        max_steps=90000, batch_size=16, eval_split="val", log_every=20, monitor="AP50_novel"))
+
+
+CONFIG = OVDConfig
+
+
+def zero_shot_config(config: OVDConfig | None, *, init_from: str, mode: str) -> OVDConfig:
+    """``config`` (default: the defaults) set up to evaluate the CLIP of ``init_from`` zero-shot (``mode`` gt or
+    proposals), with RegionCLIP's zero-shot proposal and class NMS (methods.md 4a''). Used by ``lowlabel evaluate
+    --zero-shot``."""
+    if mode not in ("gt", "proposals"):
+        raise UserError(f"--zero-shot must be gt or proposals, got {mode!r}")
+    cfg = config if config is not None else OVDConfig()
+    return dataclasses.replace(
+        cfg, init_from=str(init_from),
+        proposals=dataclasses.replace(cfg.proposals, nms_thresh=ZERO_SHOT_RPN_NMS),
+        roi=dataclasses.replace(cfg.roi, nms_thresh=ZERO_SHOT_CLASS_NMS, multiply_objectness=True),
+        eval=dataclasses.replace(cfg.eval, zero_shot=mode))  # type: ignore[arg-type]
+
+
+# --- the CLIP to start from --------------------------------------------------------------------------------------
+
+
+def _recorded_model(weights: Weights, depth: int = 0) -> dict[str, Any]:
+    """The CLIP model settings (arch, image_size, context_length) a clip or regionclip run records; a regionclip run
+    that leaves them to its teacher is followed to its own ``init_from``."""
+    config = weights.config or {}
+    model = dict(config.get("model") or {}) if weights.method in ("clip", "regionclip") else {}
+    if weights.method == "regionclip" and not model.get("arch") and config.get("init_from") and depth < 3:
+        try:
+            teacher = read_stage(config["init_from"], stage="ovd", accepts=("clip",))
+        except (FileNotFoundError, UserError):
+            return model
+        inner = _recorded_model(teacher, depth + 1)
+        return {key: model.get(key) or inner.get(key) for key in ("arch", "image_size", "context_length")}
+    return model
+
+
+def load_init_clip(cfg: OVDConfig) -> tuple[nn.Module, Weights]:
+    """The CLIP ``init_from`` names (a regionclip run's student, a clip run, or a weights file with ``model.arch``).
+
+    Raises:
+        UserError: one line: empty or missing, a run of another method, no arch, or weights that do not fit.
+    """
+    if not cfg.init_from:
+        raise UserError(f"ovd: init_from is empty; name a regionclip or clip run ({INIT_HINT})")
+    try:
+        weights = read_stage(cfg.init_from, stage="ovd", accepts=("clip", "regionclip"))
+    except FileNotFoundError as err:
+        raise UserError(f"{err} ({INIT_HINT})") from None
+    recorded = _recorded_model(weights)
+    arch = cfg.model.arch or recorded.get("arch", "")
+    if not arch:
+        raise UserError(f"{weights.file}: records no CLIP arch; set model.arch (e.g. RN50-quickgelu)")
+    model = build_clip(arch=arch, image_size=cfg.model.image_size or int(recorded.get("image_size") or 0),
+                       context_length=cfg.model.context_length or int(recorded.get("context_length") or 0))
+    try:
+        state = single_network(weights, weights.file)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    state = {k.removeprefix("module."): v for k, v in state.items() if k not in TORCHSCRIPT_EXTRAS}
+    load_clip_state(model, state, source=weights.file)
+    return model, weights
+
+
+class OVDNet(nn.Module):
+    """The trained network: the CLIP (image tower trains from ``freeze_at``, text tower frozen), the class-agnostic
+    box regressor on the pooled region embedding, and the frozen class text embeddings as a buffer.
+
+    Args:
+        clip: an open_clip CLIP with a ModifiedResNet image tower (prepared by ``make_student``).
+        class_emb: (C, D) unit text embeddings of every evaluated class, in class order.
+    """
+
+    def __init__(self, *, clip: nn.Module, class_emb: Tensor) -> None:
+        super().__init__()
+        self.clip = clip
+        self.register_buffer("class_emb", class_emb.detach().clone())
+        self.bbox_pred = nn.Linear(class_emb.shape[1], 4)
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)  # detectron2's FastRCNNOutputLayers init
+        nn.init.zeros_(self.bbox_pred.bias)
+
+    def region_features(self, x: Tensor, boxes: Sequence[Tensor], *, pool_size: int) -> Tensor:
+        """(sum R_i, D) C4 RoI embeddings of ``boxes`` (xyxy in the pixels of ``x`` (B, 3, S, S))."""
+        return region_embeddings(self.clip, c4_parts(self.clip).trunk(x), boxes, pool_size=pool_size)
+
+
+# --- pure parts --------------------------------------------------------------------------------------------------
+
+
+def unletterbox_boxes(boxes: Tensor, hw: tuple[int, int], size: int) -> Tensor:
+    """The inverse of :func:`.roi.letterbox_boxes`: boxes (N, 4) of the letterbox frame back in the (H, W)
+    image's pixels, clipped to it."""
+    h, w = hw
+    nh, nw = max(1, round(h * size / max(h, w))), max(1, round(w * size / max(h, w)))
+    top, left = (size - nh) // 2, (size - nw) // 2
+    scale = boxes.new_tensor([nw / w, nh / h, nw / w, nh / h])
+    return clip_boxes_to_image((boxes - boxes.new_tensor([left, top, left, top])) / scale, (h, w))
+
+
+def sample_rois(proposals: Sequence[Tensor], gt_boxes: Sequence[Tensor], gt_labels: Sequence[Tensor], *,
+                num_classes: int, matcher: Matcher, sampler: BalancedPositiveNegativeSampler,
+                coder: BoxCoder) -> tuple[list[Tensor], Tensor, Tensor]:
+    """detectron2's ``label_and_sample_proposals``: each image's proposals plus its GT boxes, matched to the GT, a
+    balanced sample kept.
+
+    Args:
+        proposals, gt_boxes: per image (P_i, 4) and (G_i, 4) xyxy in one frame.
+        gt_labels: per image (G_i,) long in 0..C-1.
+        num_classes: C; background is label C.
+
+    Returns:
+        (per image the sampled RoIs (R_i, 4), labels (R,) in 0..C, regression targets (R, 4), zero on background).
+    """
+    rois, labels, targets = [], [], []
+    for props, gt, gl in zip(proposals, gt_boxes, gt_labels):
+        boxes = torch.cat([props, gt])  # (P + G, 4)
+        if len(gt):
+            idx = matcher(box_iou(gt, boxes))  # (P + G,) GT index, or -1 below fg_iou_thresh
+        else:
+            idx = torch.full((len(boxes),), -1, dtype=torch.int64, device=boxes.device)
+        pos, neg = sampler([(idx >= 0).long()])  # foreground 1, background 0
+        keep = torch.nonzero(pos[0] | neg[0]).flatten()
+        matched = idx[keep].clamp(min=0)
+        lab = torch.where(idx[keep] >= 0, gl[matched] if len(gt) else matched, num_classes)
+        tgt = coder.encode_single(gt[matched], boxes[keep]) if len(gt) else boxes.new_zeros(len(keep), 4)
+        rois.append(boxes[keep])
+        labels.append(lab)
+        targets.append(torch.where((lab < num_classes)[:, None], tgt, torch.zeros_like(tgt)))
+    return rois, torch.cat(labels), torch.cat(targets)
+
+
+def class_probabilities(region_feats: Tensor, class_emb: Tensor, *, temperature: float, background: bool) -> Tensor:
+    """(R, C) class scores of RoI embeddings: softmax over the C classes and the zero background logit, its
+    background column dropped (``background``, a trained detector), or over the C classes alone (zero-shot)."""
+    logits = ovd_logits(region_feats, class_emb, temperature=temperature)  # (R, C + 1)
+    return logits.softmax(dim=1)[:, :-1] if background else logits[:, :-1].softmax(dim=1)
+
+
+def select_detections(boxes: Tensor, scores: Tensor, *, score_thresh: float, nms_thresh: float,
+                      max_dets: int) -> tuple[Tensor, Tensor, Tensor]:
+    """detectron2's ``fast_rcnn_inference_single_image`` for class-agnostic boxes.
+
+    Args:
+        boxes: (R, 4) xyxy, one box per region.
+        scores: (R, C) class scores.
+
+    Returns:
+        (boxes (N, 4), scores (N,) descending, labels (N,) in 0..C-1): every (region, class) pair scoring above
+        ``score_thresh``, per-class NMS at ``nms_thresh``, the best ``max_dets``.
+    """
+    rows, cols = torch.nonzero(scores > score_thresh, as_tuple=True)  # (K,), (K,)
+    b, s = boxes[rows], scores[rows, cols]
+    keep = batched_nms(b.float(), s.float(), cols, nms_thresh)[:max_dets]  # by descending score
+    return b[keep], s[keep], cols[keep]
+
+
+# --- data --------------------------------------------------------------------------------------------------------
+
+
+class ClassView(Dataset):
+    """A COCODetection seen with the labels of ``cat_to_class`` (category id -> class index); boxes of other
+    categories (and, with ``drop_crowd``, crowd boxes) are dropped. Items keep the reader's keys."""
+
+    def __init__(self, dataset: Any, cat_to_class: Mapping[int, int], *, drop_crowd: bool,
+                 indices: Sequence[int]) -> None:
+        self.dataset, self.cat_to_class = dataset, dict(cat_to_class)
+        self.drop_crowd, self.indices = drop_crowd, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.dataset[self.indices[i]]
+        cats = item["category_ids"].tolist()
+        keep = [c in self.cat_to_class and not (self.drop_crowd and bool(crowd))
+                for c, crowd in zip(cats, item["iscrowd"].tolist())]
+        mask = torch.tensor(keep, dtype=torch.bool).reshape(-1)
+        labels = torch.tensor([self.cat_to_class[c] for c, k in zip(cats, keep) if k], dtype=torch.int64)
+        return {**item, "image": torch.as_tensor(item["image"]).as_subclass(Tensor),
+                "boxes": plain_boxes(item["boxes"])[mask], "labels": labels,
+                "iscrowd": item["iscrowd"][mask], "category_ids": item["category_ids"][mask]}
+
+
+class OVDTrainSet(Dataset):
+    """Letterboxed training images with their base-class boxes, the uint8 original (for the proposals), and the
+    index that keys the proposal cache."""
+
+    def __init__(self, view: ClassView, *, size: int, flip: bool) -> None:
+        self.view, self.size, self.flip = view, size, flip
+
+    def __len__(self) -> int:
+        return len(self.view)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        item = self.view[i]
+        raw = item["image"]
+        boxes = letterbox_boxes(item["boxes"], tuple(raw.shape[-2:]), self.size)
+        image = letterbox(raw, self.size)
+        flipped = self.flip and bool(torch.rand(()) < 0.5)
+        if flipped:
+            image, boxes = image.flip(-1), flip_boxes(boxes, self.size)
+        return {"image": image, "raw": raw, "key": i, "flip": flipped, "boxes": boxes, "labels": item["labels"]}
+
+
+def collate_train(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Images stacked; originals, boxes, labels, keys and flips as lists."""
+    out: dict[str, Any] = {"image": torch.stack([it["image"] for it in items])}
+    for key in ("raw", "key", "flip", "boxes", "labels"):
+        out[key] = [it[key] for it in items]
+    return out
+
+
+def frequency_split(ann_file: Path, novel_frequencies: Sequence[str]) -> dict[str, list[int]]:
+    """LVIS: ``{"all", "base", "novel"}`` category ids from each category's ``frequency`` (r, c, f)."""
+    data = read_json(ann_file)
+    cats = data.get("categories", []) if isinstance(data, dict) else []
+    missing = [c.get("id") for c in cats if "frequency" not in c]
+    if missing or not cats:
+        raise DataError(f"{ann_file}: data.novel_frequencies needs a 'frequency' on every category (LVIS), "
+                        f"category {missing[0] if missing else '(none)'} has none")
+    ids = sorted(int(c["id"]) for c in cats)
+    novel = sorted(int(c["id"]) for c in cats if c["frequency"] in set(novel_frequencies))
+    return {"all": ids, "novel": novel, "base": [i for i in ids if i not in set(novel)]}
+
+
+def ovd_categories(dataset: Any, cfg: OVDDataConfig, root: Path, split: str) -> Categories:
+    """The evaluated classes: the split file's ``all`` (COCO's 65 of 80) or every category, and which are novel.
+
+    Raises:
+        DataError: a split id that the annotations do not have (one line naming the split file).
+    """
+    if cfg.novel_frequencies:
+        from lowlabel.methods.open_vocab.common import coco_path
+
+        ids = frequency_split(coco_path(root, cfg.instances, split), cfg.novel_frequencies)
+        cats = categories(dataset, dataclasses.replace(cfg, ovd_split=""), root)
+        novel = torch.tensor([cid in set(ids["novel"]) for cid in cats.ids])
+        return dataclasses.replace(cats, novel=novel)
+    cats = categories(dataset, cfg, root)  # checks the split file's ids against the annotations
+    if not cfg.ovd_split:
+        return cats
+    from lowlabel.data.coco import load_ovd_split
+
+    used = set(load_ovd_split(root / cfg.ovd_split)["all"])
+    keep = [i for i, cid in enumerate(cats.ids) if cid in used]
+    return Categories(ids=[cats.ids[i] for i in keep], names=[cats.names[i] for i in keep],
+                      prompt_names=[cats.prompt_names[i] for i in keep], novel=cats.novel[keep])
+
+
+# --- the method --------------------------------------------------------------------------------------------------
+
+
+class OVDMethod:
+    """Open-vocabulary detection transfer of a CLIP image tower, and zero-shot inference (module docstring)."""
+
+    name = "ovd"
+    collate = staticmethod(collate_train)
+
+    def __init__(self, *, config: OVDConfig) -> None:
+        self.config = cfg = config
+        self.root = coco_root(cfg.data)
+        clip, self.init_weights = load_init_clip(cfg)
+        self.image_size = cfg.data.image_size or int(clip.visual.image_size)
+        self.clip_size = int(clip.visual.image_size)  # the crops' side in zero-shot crop mode
+        self.pool_size = cfg.model.pool_size or default_pool_size(clip)
+        eval_split = cfg.trainer.eval_split
+        self.categories = ovd_categories(instance_dataset(self.root, cfg.data, eval_split), cfg.data, self.root,
+                                         eval_split)
+        self.base_cols = torch.nonzero(~self.categories.novel).flatten()  # (C_base,) the training classifier
+        class_emb = self._text_embeddings(clip)
+        self.model = OVDNet(clip=make_student(clip, freeze_at=cfg.model.freeze_at), class_emb=class_emb)
+        self.coder = BoxCoder(BOX_CODER_WEIGHTS)
+        self.matcher = Matcher(cfg.roi.fg_iou_thresh, cfg.roi.fg_iou_thresh, allow_low_quality_matches=False)
+        self.sampler = BalancedPositiveNegativeSampler(cfg.roi.batch_size_per_image, cfg.roi.positive_fraction)
+        self._proposer: Frozen | None = None
+        self._proposals: dict[int, Proposals] = {}  # the training images' proposals, computed once each
+
+    def _text_embeddings(self, clip: nn.Module) -> Tensor:
+        """(C, D) unit class embeddings: the prompt ensemble of the category names, or ``text.embeddings``.
+
+        Raises:
+            UserError: a missing or malformed file, its row count, or a width other than the init CLIP's.
+        """
+        width = int(clip.text_projection.shape[-1])
+        path = self.config.text.embeddings
+        if not path:
+            with torch.no_grad():
+                return prompt_embeddings(clip, self.categories.prompt_names, self.config.text.templates)
+        if not Path(path).is_file():
+            raise UserError(f"{path}: no such text embedding file (text.embeddings)")
+        emb = torch.load(path, map_location="cpu", weights_only=True)
+        if isinstance(emb, dict):
+            emb = emb.get("embeddings", emb.get("weight"))
+        if not isinstance(emb, Tensor) or emb.dim() != 2:
+            raise UserError(f"{path}: expected a (classes, width) tensor of text embeddings")
+        if emb.shape[1] != width:
+            raise UserError(f"{self.init_weights.file}: embedding width {width} does not match the text embeddings' "
+                            f"{emb.shape[1]} ({path}); use the CLIP the embeddings were made with")
+        if emb.shape[0] != len(self.categories.ids):
+            raise UserError(f"{path}: {emb.shape[0]} text embeddings for the {len(self.categories.ids)} classes")
+        return F.normalize(emb.float(), dim=-1)
+
+    # -- networks
+    def networks(self) -> dict[str, nn.Module]:
+        return {"model": self.model}
+
+    def frozen_networks(self) -> dict[str, Frozen]:
+        if self.config.eval.zero_shot == "gt":  # GT boxes: no proposals needed
+            return {}
+        if self._proposer is None:
+            self._proposer = load_proposer(self.config.proposals.source)
+        return {"proposer": self._proposer}
+
+    def optimizers(self, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
+        params = [p for p in nets["model"].parameters() if p.requires_grad]
+        return {"model": build_optimizer(params, self.config.optim)}
+
+    # -- data
+    def _view(self, split: str, *, train: bool) -> ClassView:
+        dataset = instance_dataset(self.root, self.config.data, split)
+        if train:  # the base classes, numbered as the training classifier's columns; images with a base box
+            cat_to_class = {self.categories.ids[int(c)]: k for k, c in enumerate(self.base_cols)}
+            indices = [i for i, img_id in enumerate(dataset.ids)
+                       if any(a["category_id"] in cat_to_class and not a.get("iscrowd", 0)
+                              for a in dataset.annotations[img_id])]
+            if not indices:
+                raise DataError(f"{dataset.image_dir}: no training image has a box of a base category")
+        else:
+            cat_to_class = {cid: k for k, cid in enumerate(self.categories.ids)}
+            limit = self.config.data.max_eval_images or len(dataset)
+            indices = list(range(min(limit, len(dataset))))
+        return ClassView(dataset, cat_to_class, drop_crowd=train, indices=indices)
+
+    def train_dataset(self) -> Dataset:
+        return OVDTrainSet(self._view(self.config.data.train_split, train=True), size=self.image_size,
+                           flip=self.config.data.flip)
+
+    # -- training
+    def _train_proposals(self, nets: Mapping[str, nn.Module], batch: Mapping[str, Any]) -> list[Tensor]:
+        """Each image's proposals in its letterboxed (and possibly flipped) frame, computed once per image."""
+        todo = [i for i, key in enumerate(batch["key"]) if key not in self._proposals]
+        if todo:
+            found = propose(nets["proposer"], [batch["raw"][i] for i in todo], self.config.proposals)
+            for i, props in zip(todo, found):
+                self._proposals[batch["key"][i]] = Proposals(props.boxes.cpu(), props.scores.cpu())
+        device, out = batch["image"].device, []
+        for key, raw, flipped in zip(batch["key"], batch["raw"], batch["flip"]):
+            boxes = letterbox_boxes(self._proposals[key].boxes, tuple(raw.shape[-2:]), self.image_size).to(device)
+            out.append(flip_boxes(boxes, self.image_size) if flipped else boxes)
+        return out
+
+    def training_step(self, nets: Mapping[str, nn.Module], batch: Mapping[str, Any],
+                      step: int) -> Iterator[StepOutput]:
+        # One phase, yielded: the network's parts are called directly (not its forward), so the engine's phased path
+        # averages the gradients over processes itself (as the regionclip stage).
+        cfg, net = self.config, _plain(nets["model"])
+        freeze_batchnorm(net.clip)
+        x = batch["image"]  # (B, 3, S, S)
+        gt = [b.to(x.device) for b in batch["boxes"]]
+        rois, labels, targets = sample_rois(
+            self._train_proposals(nets, batch), gt, [lab.to(x.device) for lab in batch["labels"]],
+            num_classes=len(self.base_cols), matcher=self.matcher, sampler=self.sampler, coder=self.coder)
+        feats = net.region_features(x, rois, pool_size=self.pool_size)  # (R, D)
+        logits = ovd_logits(feats, net.class_emb[self.base_cols.to(x.device)], temperature=cfg.loss.temperature)
+        if cfg.loss.kind == "focal":
+            l_cls = focal_scaled_cross_entropy(logits, labels, gamma=cfg.loss.gamma,
+                                               background_weight=cfg.loss.background_weight)
+        else:
+            l_cls = background_weighted_cross_entropy(logits, labels, background_weight=cfg.loss.background_weight)
+        fg = labels < len(self.base_cols)
+        deltas = net.bbox_pred(feats)  # (R, 4) class-agnostic
+        # torchvision's fastrcnn_loss: smooth L1 summed over the foreground RoIs, divided by all sampled RoIs
+        l_box = F.smooth_l1_loss(deltas[fg], targets[fg], beta=SMOOTH_L1_BETA, reduction="sum") / max(len(labels), 1)
+        loss = l_cls + cfg.loss.box_weight * l_box
+        with torch.no_grad():
+            acc = 100.0 * float((logits.argmax(1) == labels).float().mean()) if len(labels) else 0.0
+        yield StepOutput(losses={"model": loss}, logs={
+            "loss": float(loss.detach()), "loss_cls": float(l_cls.detach()), "loss_box": float(l_box.detach()),
+            "fg_share": 100.0 * float(fg.float().mean()) if len(labels) else 0.0, "roi_acc": acc,
+            "background_logit": float(logits.detach()[:, -1].abs().max()) if len(labels) else 0.0})
+
+    # -- inference
+    @torch.no_grad()
+    def detect(self, nets: Mapping[str, nn.Module], images: Sequence[Tensor], class_emb: Tensor,
+               class_names: Sequence[str] = ()) -> list[Detections]:
+        """Detections of ``class_emb``'s classes ((C, D) unit rows) on uint8 ``(3, H, W)`` images, in their pixels:
+        the trained detector, or zero-shot (``eval.zero_shot``: no box deltas, no background, see the module
+        docstring)."""
+        cfg, net = self.config, _plain(nets["model"])
+        zero_shot = cfg.eval.zero_shot != "off"
+        device = class_emb.device
+        props = propose(nets["proposer"], list(images), cfg.proposals)
+        x = torch.stack([letterbox(img, self.image_size) for img in images]).to(device)  # (B, 3, S, S)
+        boxes = [letterbox_boxes(p.boxes.to(device), tuple(img.shape[-2:]), self.image_size)
+                 for p, img in zip(props, images)]
+        feats = net.region_features(x, boxes, pool_size=self.pool_size)  # (R, D)
+        probs = class_probabilities(feats, class_emb, temperature=cfg.loss.temperature, background=not zero_shot)
+        flat = torch.cat(boxes) if boxes else feats.new_zeros(0, 4)
+        regressed = flat if zero_shot else self.coder.decode_single(net.bbox_pred(feats), flat)  # (R, 4)
+        if cfg.roi.multiply_objectness:
+            probs = probs * torch.cat([p.scores.to(device) for p in props])[:, None]
+        out = []
+        for img, b, p in zip(images, regressed.split([len(b) for b in boxes]), probs.split([len(b) for b in boxes])):
+            b = unletterbox_boxes(b, tuple(img.shape[-2:]), self.image_size)
+            kept = select_detections(b, p, score_thresh=cfg.roi.score_thresh, nms_thresh=cfg.roi.nms_thresh,
+                                     max_dets=cfg.roi.detections_per_img)
+            out.append(Detections(boxes=kept[0].float().cpu(), scores=kept[1].float().cpu(),
+                                  labels=kept[2].long().cpu(), class_names=tuple(class_names)))
+        return out
+
+    def eval_classes(self, net: OVDNet) -> tuple[Tensor, Tensor]:
+        """The competing classes' embeddings and their class indices: all (the generalised setting) or, with
+        ``eval.categories: novel``, the novel ones alone."""
+        cols = torch.arange(len(self.categories.ids))
+        if self.config.eval.categories == "novel":
+            cols = torch.nonzero(self.categories.novel).flatten()
+            if not len(cols):
+                raise UserError("eval.categories: novel, but the split has no novel category")
+        return net.class_emb[cols.to(net.class_emb.device)], cols
+
+    # -- evaluation
+    def evaluate(self, nets: Mapping[str, nn.Module], split: str, out_dir: Path) -> EvalResult:
+        view = self._view(split, train=False)
+        if [c for c in view.dataset.cat_ids if c in set(self.categories.ids)] != self.categories.ids:
+            raise UserError(f"{view.dataset.image_dir}: the {split} annotations lack categories of the "
+                            f"{self.config.trainer.eval_split} ones the model was built with")
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        if self.config.eval.zero_shot == "gt":
+            return self._evaluate_regions(nets, view, out)
+        return self._evaluate_detections(nets, view, out)
+
+    def _evaluate_regions(self, nets: Mapping[str, nn.Module], view: ClassView, out: Path) -> EvalResult:
+        """Zero-shot classification of the GT boxes (RoI features or crops), every class competing."""
+        net = _plain(nets["model"])
+        class_emb = net.class_emb
+        if self.config.eval.zero_shot_regions == "crop":  # the CLIP on letterboxed crops at its own input size
+            scores = zero_shot_scores(net.clip, view, class_emb, size=self.clip_size,
+                                      batch_size=self.config.eval.batch_size)
+            dataset = view.dataset
+            counts = [sum(a["category_id"] in view.cat_to_class for a in dataset.annotations[dataset.ids[i]])
+                      for i in view.indices]  # the GT boxes of each image, as the view yields them
+        else:
+            scores, counts = roi_zero_shot_scores(net.clip, view, class_emb, size=self.image_size,
+                                                  pool_size=self.pool_size, batch_size=self.config.eval.batch_size)
+        metrics, per_class = zero_shot_metrics(scores, self.categories.novel)
+        write_per_image(out, list(zip(map(str, scores.image_ids), per_image_region_accuracy(scores, counts))))
+        names = self.categories.names
+        return EvalResult(metrics=metrics, per_class={k: dict(zip(names, v)) for k, v in per_class.items()},
+                          monitor="region_acc")
+
+    def _evaluate_detections(self, nets: Mapping[str, nn.Module], view: ClassView, out: Path) -> EvalResult:
+        """COCO AP50 over novel / base / all classes from one evaluation, per-class AP50, per-image recall."""
+        class_emb, cols = self.eval_classes(_plain(nets["model"]))
+        ids, names = self.categories.ids, self.categories.names
+        rows: list[dict[str, Any]] = []
+        per_image: list[tuple[str, float]] = []
+        step = self.config.eval.batch_size
+        for start in range(0, len(view), step):
+            items = [view[i] for i in range(start, min(start + step, len(view)))]
+            found = self.detect(nets, [it["image"] for it in items], class_emb)
+            for item, dets in zip(items, found):
+                dets = Detections(boxes=dets.boxes, scores=dets.scores, labels=cols[dets.labels],
+                                  class_names=tuple(names))
+                rows += [{**r, "category_id": ids[r["category_id"] - 1]}
+                         for r in coco_results(dets, image_id=int(item["image_id"]), file_name=item["file_name"],
+                                               class_names=names)]
+                target = {"boxes": item["boxes"], "labels": item["labels"], "difficult": item["iscrowd"]}
+                per_image.append((str(item["image_id"]), 100.0 * image_recall(dets, target)))
+        write_per_image(out, per_image)
+        (out / "detections.json").write_text(json.dumps(rows))
+        novel = self.categories.novel.tolist()
+        subsets = {"all": ids, "novel": [c for c, n in zip(ids, novel) if n],
+                   "base": [c for c, n in zip(ids, novel) if not n]}
+        scored = coco_box_ap(ground_truth(view, ids), rows, {k: v for k, v in subsets.items() if v})
+        metrics: dict[str, float] = {}
+        for subset in subsets:
+            for key in ("AP50", "AP"):
+                value = scored.get(subset, {}).get(key, float("nan"))
+                if value == value:  # a subset without GT boxes (NaN) is left out
+                    metrics[f"{key}_{subset}"] = value
+        per_class = {"AP50": {n: _finite(scored["per_class"][c]["AP50"]) for c, n in zip(ids, names)},
+                     "AP": {n: _finite(scored["per_class"][c]["AP"]) for c, n in zip(ids, names)}}
+        monitor = "AP50_novel" if "AP50_novel" in metrics else "AP50_all"
+        return EvalResult(metrics=metrics, per_class=per_class, monitor=monitor)
+
+    # -- prediction
+    def predict_batch(self, nets: Mapping[str, nn.Module], images: Sequence[Tensor]) -> list[Detections]:
+        """One :class:`~lowlabel.structures.Detections` per uint8 ``(3, H, W)`` image over every class (or the novel
+        ones, ``eval.categories``), in its pixels."""
+        class_emb, cols = self.eval_classes(_plain(nets["model"]))
+        names = tuple(self.categories.names)
+        return [Detections(boxes=d.boxes, scores=d.scores, labels=cols[d.labels], class_names=names)
+                for d in self.detect(nets, images, class_emb)]
+
+    @torch.no_grad()
+    def predict(self, nets: Mapping[str, nn.Module], inputs: Path, out: Path,
+                classes: Sequence[str] | None = None) -> None:
+        """``<name>.png``: each input with its detections (score >= 0.5) drawn; ``detections.json``: all of them as a
+        COCO results list (the detector's rows: ``category_id`` = label + 1 in the class list, ``category_name``).
+
+        Args:
+            classes: the class names to detect (any words: open vocabulary), embedded with ``text.templates`` by the
+                network's text tower; None = the categories it was trained and evaluated with.
+
+        Raises:
+            UserError: ``classes`` given but empty.
+        """
+        net = _plain(nets["model"])
+        if classes is None:
+            names, class_emb = list(self.categories.names), net.class_emb
+        else:
+            names = [n.strip() for n in classes if n.strip()]
+            if not names:
+                raise UserError("--classes: the class list is empty; give names separated by commas, "
+                                "e.g. --classes \"star, striped ring\"")
+            class_emb = prompt_embeddings(net.clip, names, self.config.text.templates)
+        results: list[dict[str, Any]] = []
+
+        def detect(nets: Mapping[str, nn.Module], images: Sequence[Tensor]) -> list[Detections]:
+            return self.detect(nets, images, class_emb, names)
+
+        def write(folder: Path, source: Path, stem: str, array: Any, dets: Detections) -> int:
+            from PIL import Image as PILImage
+
+            PILImage.fromarray(draw_detections(array, dets, names)).save(folder / f"{stem}.png")
+            image_id = image_ids.setdefault(str(source), len(image_ids) + 1)  # 1-based, in input order
+            results.extend(coco_results(dets, image_id=image_id, file_name=str(source), class_names=names))
+            return image_id
+
+        image_ids: dict[str, int] = {}
+        predict_files(detect, nets, Path(inputs), Path(out), write)
+        (Path(out) / "detections.json").write_text(json.dumps(results, indent=1))
+
+
+def _finite(value: float) -> float | None:
+    return None if value != value else float(value)
+
+
+def ground_truth(view: ClassView, cat_ids: Sequence[int]) -> dict[str, Any]:
+    """The COCO GT dict of ``view``'s images with the boxes of ``cat_ids`` (what :func:`coco_box_ap` scores)."""
+    dataset, keep = view.dataset, set(cat_ids)
+    image_ids = [dataset.ids[i] for i in view.indices]
+    images = [{"id": i, "width": int(dataset.images[i]["width"]), "height": int(dataset.images[i]["height"]),
+               "file_name": dataset.images[i]["file_name"]} for i in image_ids]
+    anns = []
+    for img_id in image_ids:
+        for ann in dataset.annotations[img_id]:
+            if ann["category_id"] in keep:
+                x, y, w, h = ann["bbox"]
+                anns.append({"id": len(anns) + 1, "image_id": img_id, "category_id": ann["category_id"],
+                             "bbox": [x, y, w, h], "area": float(ann.get("area", w * h)),
+                             "iscrowd": int(ann.get("iscrowd", 0))})
+    cats = [{"id": c, "name": n} for c, n in zip(dataset.cat_ids, dataset.class_names) if c in keep]
+    return {"images": images, "annotations": anns, "categories": cats}
+
+
+def build(cfg: OVDConfig) -> OVDMethod:
+    """The one place that reads the config."""
+    return OVDMethod(config=cfg)
