@@ -25,6 +25,9 @@ def add_parser(subcommands: Any) -> None:
     parser.add_argument("--mask", type=str | None, default=None,
                         help="First-frame mask (palette or grey PNG of object ids) for methods that propagate it "
                         "through a video given as --input (a video file or a folder of frames).")
+    parser.add_argument("--classes", type=str | None, default=None,
+                        help="Comma-separated class names to detect, for open-vocabulary methods (ovd): any words, "
+                        "e.g. \"star, striped ring\" (default: the classes the run was trained and evaluated with).")
     parser.add_argument("--method-config", type=str | None, default=None,
                         help="Method config YAML, needed only for weight files not written by lowlabel (.pth).")
     parser.add_argument("--trust-pickle", action="store_true",
@@ -57,6 +60,12 @@ def run(cfg: Any) -> int:
         if not Path(cfg.mask).is_file():
             raise FileNotFoundError(f"--mask not found: {cfg.mask}")
         options["mask"] = Path(cfg.mask)
+    if cfg.classes is not None:
+        import inspect
+
+        if "classes" not in inspect.signature(predict).parameters:
+            raise UserError(f"method {cfg.method!r} has a fixed class list; drop --classes")
+        options["classes"] = [name.strip() for name in cfg.classes.split(",") if name.strip()]
     out.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         predict(loaded.nets, inputs, out, **options)
