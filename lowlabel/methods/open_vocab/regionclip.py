@@ -98,6 +98,7 @@ from lowlabel.models.clip import (
     c4_parts,
     load_clip_state,
     prompt_embeddings,
+    tokenize,
 )
 from lowlabel.models.weights import read_stage, single_network
 from lowlabel.structures import Classification
@@ -308,9 +309,6 @@ class RegionCaptionPairs(Dataset):
     GT boxes in the letterboxed frame. A flipped item's regions are flipped in :meth:`RegionCLIPMethod.regions`."""
 
     def __init__(self, dataset: Any, *, size: int, context_length: int, flip: bool, gt_boxes: bool) -> None:
-        from lowlabel.models.clip import tokenize
-
-        self.tokenize = tokenize
         self.dataset, self.size, self.context_length = dataset, size, context_length
         self.flip, self.gt_boxes = flip, gt_boxes
         self.indices = [i for i, img_id in enumerate(dataset.ids) if dataset.captions[img_id]]
@@ -325,7 +323,7 @@ class RegionCaptionPairs(Dataset):
         raw = torch.as_tensor(item["image"])
         captions = item["captions"]
         text = captions[int(torch.randint(len(captions), ()))]
-        out = {"image": letterbox(raw, self.size), "tokens": self.tokenize([text], self.context_length)[0],
+        out = {"image": letterbox(raw, self.size), "tokens": tokenize([text], self.context_length)[0],
                "key": self.indices[i], "flip": self.flip and bool(torch.rand(()) < 0.5)}
         if self.gt_boxes:
             out["boxes"] = letterbox_boxes(plain_boxes(item["boxes"]), tuple(raw.shape[-2:]), self.size)
@@ -530,7 +528,8 @@ class RegionCLIPMethod:
     def training_step(self, nets: Mapping[str, nn.Module], batch: Mapping[str, Any],
                       step: int) -> Iterator[StepOutput]:
         # One phase, yielded: the student's parts are called directly (not its forward), so the engine's phased
-        # path averages the gradients over processes itself (DDP's reducer only sees a module's forward).
+        # path averages the gradients over processes itself (DDP's reducer only sees a module's forward; returned
+        # instead of yielded, two processes end with different students: tests/.../test_regionclip_ddp.py).
         cfg, model, teacher = self.config, _plain(nets["model"]), nets["teacher"]
         freeze_batchnorm(model)
         x = batch["image"]  # (B, 3, S, S)
