@@ -417,11 +417,11 @@ class RegionCLIPMethod:
 
     def __init__(self, *, config: RegionCLIPConfig) -> None:
         self.config = cfg = config
-        self.root = coco_root(cfg.data)
         if cfg.data.train_images and cfg.data.regions == "gt":
             raise UserError("data.regions: gt needs COCO instances for the training images; data.train_images has "
                             "captions only (use regions: proposals)")
-        self.teacher, self.teacher_record = load_teacher(cfg)
+        self.teacher, self.teacher_record = load_teacher(cfg)  # first: a missing teacher fails before any data work
+        self.root = coco_root(cfg.data)
         self.model = make_student(self.teacher, freeze_at=cfg.model.freeze_at)
         self.image_size = cfg.data.image_size or int(self.teacher.visual.image_size)
         self.pool_size = cfg.model.pool_size or default_pool_size(self.teacher)

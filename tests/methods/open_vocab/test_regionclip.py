@@ -163,6 +163,20 @@ def test_evaluation_scores_student_and_teacher(files: dict[str, Path], tmp_path:
     assert len(preds) == 1 and preds[0].probs.shape == (3,)
 
 
+def test_predict_writes_what_predict_batch_returns(files: dict[str, Path], tmp_path: Path, one_thread: None) -> None:
+    method = rc.build(config(files))
+    nets = {"model": method.model.eval(), "teacher": method.teacher}
+    method.predict(nets, files["coco"] / "val2017", tmp_path / "pred")
+    rows = json.loads((tmp_path / "pred" / "predictions.json").read_text())
+    images = sorted((files["coco"] / "val2017").glob("*.png"))
+    assert [Path(r["image"]).name for r in rows] == [f.name for f in images]
+    with torch.no_grad():
+        preds = method.predict_batch(nets, [torch.from_numpy(np.array(Image.open(f))).permute(2, 0, 1)
+                                            for f in images])
+    for row, pred in zip(rows, preds):
+        assert row["name"] == ["red", "green", "blue"][pred.label] and row["score"] == pytest.approx(pred.score)
+
+
 def test_img2dataset_reader(tmp_path: Path) -> None:
     shard = tmp_path / "cc3m" / "00000"
     shard.mkdir(parents=True)
