@@ -26,6 +26,7 @@ METHODS: dict[str, str] = {
     "lgcl": "lowlabel.methods.cross_domain.lgcl",
     "clip": "lowlabel.methods.open_vocab.clip",
     "regionclip": "lowlabel.methods.open_vocab.regionclip",
+    "ovd": "lowlabel.methods.open_vocab.ovd",
 }
 
 # One line per method for `lowlabel train --help` (kept here so that --help imports no method).
@@ -43,6 +44,7 @@ SUMMARIES: dict[str, str] = {
     "lgcl": "LGCL (BMVC'24): attention-guided translation with a local-global contrastive loss, for detection",
     "clip": "CLIP (ICML'21) from scratch on image-caption pairs: RegionCLIP's teacher, scored zero-shot",
     "regionclip": "RegionCLIP (CVPR'22): region-text pretraining of a CLIP student from a frozen teacher and captions",
+    "ovd": "RegionCLIP's open-vocabulary detection transfer (frozen text classifier) and zero-shot region inference",
 }
 
 

@@ -169,6 +169,37 @@ def prepare_regionclip(cfg: Any, tmp: Path) -> Any:
     return cfg
 
 
+def prepare_ovd(cfg: Any, tmp: Path) -> Any:
+    """The layout the config reads, written small: the fake colour COCO for ShapesWorld roots, COCO 2017 with the
+    shipped 48/17 split's categories for coco-ovd, LVIS v1 (frequencies, coco_url) for lvis; a random CLIP run of a
+    small arch (init_from) and a tiny class-agnostic RPN run (proposals.source)."""
+    from lowlabel.models.clip import expand_templates
+    from tests.methods.open_vocab.coco_fake import write_coco
+    from tests.methods.open_vocab.ovd_fake import coco_ovd_categories, lvis_categories, write_layout, write_rpn_run
+    from tests.methods.open_vocab.test_regionclip import write_clip_run
+    from tests.models.test_clip import small_arch
+
+    data = cfg.data
+    if data.root.startswith("synth:"):
+        root = write_coco(tmp / "coco")
+        data = dataclasses.replace(data, names={})
+    else:
+        lvis = bool(data.novel_frequencies)
+        cats, novel = lvis_categories() if lvis else coco_ovd_categories()
+        root = write_layout(tmp / "data", images=data.images, instances=data.instances, categories=cats, novel=novel,
+                            lvis=lvis)
+        if data.ovd_split:  # the shipped split file, as the config names it relative to the repository
+            data = dataclasses.replace(data, ovd_split=str(CONFIGS.parent / data.ovd_split))
+    cfg.data = dataclasses.replace(data, root=str(root), image_size=64)
+    cfg.init_from = str(write_clip_run(tmp / "clip-run", small_arch(tmp / "small.json")))
+    cfg.proposals = dataclasses.replace(cfg.proposals, source=str(write_rpn_run(tmp / "rpn-run", root)),
+                                        post_nms_top_n=20)
+    cfg.roi = dataclasses.replace(cfg.roi, batch_size_per_image=16)
+    # two prompt templates: openai-imagenet's 80 would run the text tower 80 times per class (65 for coco-ovd)
+    cfg.text = dataclasses.replace(cfg.text, templates=expand_templates(cfg.text.templates)[:2])
+    return cfg
+
+
 def prepare_video(cfg: Any, tmp: Path) -> Any:
     """A DAVIS-layout folder (two 5-frame sequences) whose clips/ holds them again as unlabeled frame folders."""
     from tests.methods.correspondence.test_common import write_davis
@@ -251,6 +282,7 @@ PREPARERS: dict[str, Callable[[Any, Path], Any]] = {
     "lowlabel.methods.wsss.seg": prepare_seg,
     "lowlabel.methods.wsss.": prepare_wsss,
     "lowlabel.methods.open_vocab.regionclip": prepare_regionclip,
+    "lowlabel.methods.open_vocab.ovd": prepare_ovd,
     "lowlabel.methods.open_vocab.": prepare_open_vocab,
 }
 

@@ -438,6 +438,15 @@ def frequency_split(ann_file: Path, novel_frequencies: Sequence[str]) -> dict[st
     return {"all": ids, "novel": novel, "base": [i for i in ids if i not in set(novel)]}
 
 
+def split_file_data(cfg: OVDDataConfig, root: Path) -> OVDDataConfig:
+    """``cfg`` with ``ovd_split`` made absolute when it names a file relative to the working directory rather than
+    to ``data.root`` (the shipped ``configs/ovd/coco-ovd-48-17.json``)."""
+    path = Path(cfg.ovd_split)
+    if cfg.ovd_split and not (root / path).exists() and path.is_file():
+        return dataclasses.replace(cfg, ovd_split=str(path.resolve()))
+    return cfg
+
+
 def ovd_categories(dataset: Any, cfg: OVDDataConfig, root: Path, split: str) -> Categories:
     """The evaluated classes: the split file's ``all`` (COCO's 65 of 80) or every category, and which are novel.
 
@@ -479,8 +488,8 @@ class OVDMethod:
         self.clip_size = int(clip.visual.image_size)  # the crops' side in zero-shot crop mode
         self.pool_size = cfg.model.pool_size or default_pool_size(clip)
         eval_split = cfg.trainer.eval_split
-        self.categories = ovd_categories(instance_dataset(self.root, cfg.data, eval_split), cfg.data, self.root,
-                                         eval_split)
+        self.categories = ovd_categories(instance_dataset(self.root, cfg.data, eval_split),
+                                         split_file_data(cfg.data, self.root), self.root, eval_split)
         self.base_cols = torch.nonzero(~self.categories.novel).flatten()  # (C_base,) the training classifier
         class_emb = self._text_embeddings(clip)
         self.model = OVDNet(clip=make_student(clip, freeze_at=cfg.model.freeze_at), class_emb=class_emb)

@@ -1,0 +1,227 @@
+"""The ``ovd`` stage on the tiny fake COCO with a small random CLIP and a random class-agnostic RPN written by the
+test: two training steps keep the background logit at exactly 0 and the text embeddings and text tower unchanged
+while the image tower and box regressor move; all-class against novel-only evaluation on a hand-made case (the
+documented drop, methods.md 4d); zero-shot inference (GT boxes by RoI features and crops, proposals without box
+deltas); predict with any class list; one-line errors. (One engine step through each real config:
+tests/methods/test_contract.py.)"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lowlabel.errors import DataError, UserError
+from lowlabel.losses.regionclip import ovd_logits
+from lowlabel.methods.base import OptimConfig, TrainerConfig
+from lowlabel.methods.open_vocab import ovd
+from lowlabel.methods.open_vocab.roi import letterbox_boxes
+from lowlabel.metrics.coco import coco_box_ap
+from tests.methods.open_vocab.coco_fake import write_coco
+from tests.methods.open_vocab.ovd_fake import write_rpn_run
+from tests.methods.open_vocab.test_regionclip import write_clip_run
+from tests.models.test_clip import small_arch
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("ovd")
+    coco = write_coco(tmp / "coco")
+    arch = small_arch(tmp / "small.json")  # embed 32, input 64: attention pool on 2 x 2, RoIs of 4 x 4
+    return {"coco": coco, "clip": write_clip_run(tmp / "clip-run", arch), "rpn": write_rpn_run(tmp / "rpn-run", coco),
+            "tmp": tmp}
+
+
+def config(files: dict[str, Path], **changes: object) -> ovd.OVDConfig:
+    cfg = ovd.OVDConfig(
+        init_from=str(files["clip"]), data=ovd.OVDDataConfig(root=str(files["coco"]), flip=False),
+        proposals=ovd.ProposalConfig(source=str(files["rpn"]), post_nms_top_n=20, nms_thresh=0.7),
+        text=ovd.TextConfig(templates=["a {} box.", "a photo of a {}."]),
+        roi=ovd.OVDRoIConfig(batch_size_per_image=16, score_thresh=0.0),
+        optim=OptimConfig(name="sgd", lr=0.05, momentum=0.0, weight_decay=0.0),
+        trainer=TrainerConfig(max_steps=2, batch_size=4, accelerator="cpu", monitor="AP50_novel"))
+    for key, value in changes.items():
+        setattr(cfg, key, value)
+    return cfg
+
+
+def nets_of(method: ovd.OVDMethod) -> dict[str, torch.nn.Module]:
+    return {**method.networks(), **{k: f.module for k, f in method.frozen_networks().items()}}
+
+
+def test_training_keeps_the_background_logit_zero_and_the_text_frozen(files: dict[str, Path],
+                                                                      one_thread: None) -> None:
+    torch.manual_seed(0)
+    method = ovd.build(config(files))
+    net, nets = method.model, nets_of(method)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    opt = method.optimizers(nets)["model"]
+    data = method.train_dataset()
+    assert len(data) == 3  # the 4th train image has only a novel (blue) box, hidden in train: no base box, left out
+    batch = ovd.collate_train([data[i] for i in range(len(data))])
+    for step in range(2):
+        out = next(iter(method.training_step(nets, batch, step)))
+        opt.zero_grad()
+        out.losses["model"].backward()
+        opt.step()
+        assert out.logs["background_logit"] == 0.0 and out.logs["fg_share"] > 0
+    after = net.state_dict()
+    assert torch.equal(after["class_emb"], before["class_emb"])  # the classifier's text embeddings
+    text_tower = [k for k in before if k.startswith("clip.") and not k.startswith("clip.visual.")]
+    assert text_tower and all(torch.equal(after[k], before[k]) for k in text_tower)
+    frozen = [k for k in before if k.startswith(("clip.visual.conv1", "clip.visual.layer1"))]  # FREEZE_AT 2
+    assert frozen and all(torch.equal(after[k], before[k]) for k in frozen)
+    # res4's shortcut (a random open_clip tower zeroes each block's last BatchNorm gain, which stays frozen, so the
+    # residual branches get zero gradients here), the attention pool and the box regressor train
+    for moved in ("clip.visual.layer3.0.downsample.0.weight", "clip.visual.attnpool.c_proj.weight", "bbox_pred.weight"):
+        assert not torch.equal(after[moved], before[moved]), moved
+    with torch.no_grad():  # after training, any region's background logit is still exactly 0
+        feats = net.region_features(batch["image"], [torch.tensor([[0.0, 0.0, 30.0, 30.0]])] * 3, pool_size=4)
+        assert torch.equal(ovd_logits(feats, net.class_emb)[:, -1], torch.zeros(3))
+
+
+def test_novel_only_embeddings_give_the_documented_drop() -> None:
+    # Classes red (1), green (2) base, blue (4) novel; embeddings e_red, e_green, e_blue, and a 4th direction e_x.
+    # Images 1-3 hold one red box each, image 4 one blue box; each GT box is its own region, with the features below.
+    # All classes (tau 0.01, zero background logit): a red region scores red ~1 and blue e^(20-98) ~ 0 (below 0.05);
+    # the blue region scores blue e^10 / (e^10 + e^5 + 1 + 1) = 0.993: AP50 novel 100, base 100.
+    # Novel only: a red region's blue score is sigmoid(20) = 1.0 in float32, the blue region's sigmoid(10) = 0.99995,
+    # so three false positives rank above the one true blue box: precision 1/4 at every recall, AP50 novel 25.
+    emb = torch.eye(4)[:3]  # (3, 4) red, green, blue
+    red = torch.tensor([0.98, 0.0, 0.20, 0.0])
+    blue = torch.tensor([0.05, 0.0, 0.10, (1 - 0.05**2 - 0.10**2) ** 0.5])
+    feats = F.normalize(torch.stack([red / red.norm(), red / red.norm(), red / red.norm(), blue]), dim=-1)
+    boxes = torch.tensor([[2.0, 2.0, 12.0, 12.0]])
+    gt = {"images": [{"id": i, "width": 20, "height": 20} for i in range(1, 5)],
+          "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}, {"id": 4, "name": "blue"}],
+          "annotations": [{"id": i, "image_id": i, "category_id": 1 if i < 4 else 4, "bbox": [2, 2, 10, 10],
+                           "area": 100, "iscrowd": 0} for i in range(1, 5)]}
+    cat_ids = [1, 2, 4]
+
+    def ap50(cols: list[int]) -> dict[str, float]:
+        rows = []
+        for image_id, feat in enumerate(feats, start=1):
+            probs = ovd.class_probabilities(feat[None], emb[cols], temperature=0.01, background=True)  # (1, C')
+            b, s, labels = ovd.select_detections(boxes, probs, score_thresh=0.05, nms_thresh=0.5, max_dets=100)
+            rows += [{"image_id": image_id, "category_id": cat_ids[cols[int(c)]], "score": float(v),
+                      "bbox": [2, 2, 10, 10]} for v, c in zip(s, labels)]
+        scored = coco_box_ap(gt, rows, {"all": cat_ids, "novel": [4], "base": [1, 2]})
+        return {k: scored[k]["AP50"] for k in ("novel", "base")}
+
+    assert ap50([0, 1, 2]) == pytest.approx({"novel": 100.0, "base": 100.0})
+    assert ap50([2]) == pytest.approx({"novel": 25.0, "base": 0.0})
+
+
+def test_novel_only_switch_scores_the_novel_rows(files: dict[str, Path]) -> None:
+    method = ovd.build(config(files, eval=ovd.OVDEvalConfig(categories="novel")))
+    emb, cols = method.eval_classes(method.model)
+    assert method.categories.names == ["red", "green", "blue"] and cols.tolist() == [2]
+    assert torch.equal(emb, method.model.class_emb[2:])
+
+
+def test_evaluation_writes_the_ovd_split_and_per_image(files: dict[str, Path], tmp_path: Path,
+                                                       one_thread: None) -> None:
+    method = ovd.build(config(files))
+    result = method.evaluate(nets_of(method), "val", tmp_path)
+    assert {"AP50_novel", "AP50_base", "AP50_all"} <= set(result.metrics) and result.monitor == "AP50_novel"
+    assert set(result.per_class["AP50"]) == {"red", "green", "blue"}
+    lines = (tmp_path / "per_image.csv").read_text().split()
+    assert lines[0] == "image_id,score" and len(lines) == 4
+    rows = json.loads((tmp_path / "detections.json").read_text())
+    assert rows and {r["category_id"] for r in rows} <= {1, 2, 4}  # COCO category ids, not class indices
+
+
+@pytest.mark.parametrize("regions", ["roi", "crop"])
+def test_zero_shot_on_gt_boxes(regions: str, files: dict[str, Path], tmp_path: Path, one_thread: None) -> None:
+    cfg = ovd.zero_shot_config(config(files), init_from=str(files["clip"]), mode="gt")
+    cfg.eval = dataclasses.replace(cfg.eval, zero_shot_regions=regions)
+    method = ovd.build(cfg)
+    assert method.frozen_networks() == {}  # GT boxes: no RPN loaded
+    result = method.evaluate(nets_of(method), "val", tmp_path)
+    assert {"region_acc", "region_acc_novel", "region_acc_base"} <= set(result.metrics)
+    assert result.monitor == "region_acc" and (tmp_path / "per_image.csv").is_file()
+
+
+def test_zero_shot_detection_keeps_the_proposal_boxes(files: dict[str, Path], one_thread: None) -> None:
+    cfg = ovd.zero_shot_config(config(files), init_from=str(files["clip"]), mode="proposals")
+    assert (cfg.proposals.nms_thresh, cfg.roi.nms_thresh, cfg.roi.multiply_objectness) == (0.9, 0.5, True)
+    method = ovd.build(cfg)
+    nets = nets_of(method)
+    with torch.no_grad():
+        method.model.bbox_pred.bias.fill_(5.0)  # deltas that would move every box: zero-shot must not apply them
+    image = method._view("val", train=False)[0]["image"]
+    dets = method.predict_batch(nets, [image])[0]
+    props = ovd.propose(nets["proposer"], [image], cfg.proposals)[0].boxes
+    assert len(dets.scores) > 0
+    gap = (dets.boxes[:, None, :] - props[None, :, :]).abs().amax(-1).amin(-1)  # (N,) distance to nearest proposal
+    assert float(gap.max()) < 1e-3
+    assert float(dets.scores.max()) <= float(ovd.propose(nets["proposer"], [image], cfg.proposals)[0].scores.max())
+
+
+def test_unletterbox_inverts_letterbox_boxes() -> None:
+    boxes = torch.tensor([[0.0, 0.0, 48.0, 40.0], [12.0, 10.0, 24.0, 20.0]])
+    assert torch.allclose(ovd.unletterbox_boxes(letterbox_boxes(boxes, (40, 48), 64), (40, 48), 64), boxes, atol=1e-4)
+
+
+def test_predict_with_any_class_list(files: dict[str, Path], tmp_path: Path, one_thread: None) -> None:
+    method = ovd.build(config(files))
+    method.predict(nets_of(method), files["coco"] / "val2017", tmp_path, classes=["star", " striped ring "])
+    rows = json.loads((tmp_path / "detections.json").read_text())
+    assert rows and {r["category_name"] for r in rows} <= {"star", "striped ring"}
+    assert {r["category_id"] for r in rows} <= {1, 2} and len(list(tmp_path.glob("*.png"))) == 3
+
+
+def _one_line(err: pytest.ExceptionInfo) -> str:
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
+def test_empty_class_list_is_one_line(files: dict[str, Path], tmp_path: Path) -> None:
+    method = ovd.build(config(files))
+    with pytest.raises(UserError) as err:
+        method.predict(nets_of(method), files["coco"] / "val2017", tmp_path, classes=[" ", ""])
+    assert "class list is empty" in _one_line(err)
+
+
+def test_split_file_naming_a_missing_category_is_one_line(files: dict[str, Path], tmp_path: Path) -> None:
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"base": [1, 2], "novel": [4, 99]}))
+    cfg = config(files)
+    cfg.data = dataclasses.replace(cfg.data, ovd_split=str(split))
+    with pytest.raises(DataError) as err:
+        ovd.build(cfg)
+    assert "99" in _one_line(err) and str(split) in str(err.value)
+
+
+def test_embedding_width_mismatch_is_one_line(files: dict[str, Path], tmp_path: Path) -> None:
+    torch.save(torch.randn(3, 16), tmp_path / "emb.pth")  # the small CLIP embeds in 32 dimensions
+    cfg = config(files)
+    cfg.text = dataclasses.replace(cfg.text, embeddings=str(tmp_path / "emb.pth"))
+    with pytest.raises(UserError) as err:
+        ovd.build(cfg)
+    assert "embedding width 32 does not match the text embeddings' 16" in _one_line(err)
+
+
+def test_init_from_another_method_is_one_line(files: dict[str, Path]) -> None:
+    with pytest.raises(UserError) as err:
+        ovd.build(config(files, init_from=str(files["rpn"])))
+    assert "'detector'" in _one_line(err)
+
+
+def test_lvis_novel_classes_come_from_the_frequency(files: dict[str, Path], tmp_path: Path) -> None:
+    from tests.methods.open_vocab.ovd_fake import lvis_categories, write_layout
+
+    cats, novel = lvis_categories()
+    root = write_layout(tmp_path / "lvis", images="coco2017", instances="annotations/lvis_v1_{split}.json",
+                        categories=cats, novel=novel, lvis=True)
+    cfg = config(files)
+    cfg.data = ovd.OVDDataConfig(root=str(root), images="coco2017", instances="annotations/lvis_v1_{split}.json",
+                                 ovd_split="", novel_frequencies=["r"])
+    method = ovd.build(cfg)
+    assert method.categories.ids == [1, 2, 5] and method.categories.novel.tolist() == [False, False, True]
+    assert len(method.train_dataset()) == 2  # both train images have a base box (the rare one is hidden)
