@@ -56,7 +56,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import Dataset
 from torchvision.models.detection._utils import BalancedPositiveNegativeSampler, BoxCoder, Matcher
-from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image
 
 from lowlabel.data.io import read_json
 from lowlabel.errors import DataError, UserError
@@ -80,6 +79,15 @@ from lowlabel.methods.open_vocab.common import (
     zero_shot_metrics,
     zero_shot_scores,
 )
+from lowlabel.methods.open_vocab.detection import (
+    BOX_CODER_WEIGHTS,
+    SMOOTH_L1_BETA,
+    OVDNet,
+    class_probabilities,
+    sample_rois,
+    select_detections,
+    unletterbox_boxes,
+)
 from lowlabel.methods.open_vocab.proposals import ProposalConfig, Proposals, load_proposer, propose
 from lowlabel.methods.open_vocab.regionclip import _plain, freeze_batchnorm, make_student
 from lowlabel.methods.open_vocab.roi import (
@@ -88,12 +96,11 @@ from lowlabel.methods.open_vocab.roi import (
     letterbox_boxes,
     per_image_region_accuracy,
     plain_boxes,
-    region_embeddings,
     roi_zero_shot_scores,
 )
 from lowlabel.methods.predict import predict_files
 from lowlabel.metrics.coco import coco_box_ap
-from lowlabel.models.clip import TORCHSCRIPT_EXTRAS, build_clip, c4_parts, load_clip_state, prompt_embeddings
+from lowlabel.models.clip import TORCHSCRIPT_EXTRAS, build_clip, load_clip_state, prompt_embeddings
 from lowlabel.models.weights import Weights, read_stage, single_network
 from lowlabel.samples import write_per_image
 from lowlabel.structures import Detections
@@ -103,9 +110,6 @@ INIT_HINT = "train one with `lowlabel train regionclip` (or `lowlabel train clip
 # class NMS at 0.5 on the unregressed boxes.
 ZERO_SHOT_RPN_NMS = 0.9
 ZERO_SHOT_CLASS_NMS = 0.5
-# torchvision's Faster R-CNN box coding (detectron2's BBOX_REG_WEIGHTS (10, 10, 5, 5)), its smooth-L1 beta 1/9
-BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)
-SMOOTH_L1_BETA = 1.0 / 9.0
 
 
 # --- config ------------------------------------------------------------------------------------------------------
@@ -275,98 +279,6 @@ def load_init_clip(cfg: OVDConfig) -> tuple[nn.Module, Weights]:
     state = {k.removeprefix("module."): v for k, v in state.items() if k not in TORCHSCRIPT_EXTRAS}
     load_clip_state(model, state, source=weights.file)
     return model, weights
-
-
-class OVDNet(nn.Module):
-    """The trained network: the CLIP (image tower trains from ``freeze_at``, text tower frozen), the class-agnostic
-    box regressor on the pooled region embedding, and the frozen class text embeddings as a buffer.
-
-    Args:
-        clip: an open_clip CLIP with a ModifiedResNet image tower (prepared by ``make_student``).
-        class_emb: (C, D) unit text embeddings of every evaluated class, in class order.
-    """
-
-    def __init__(self, *, clip: nn.Module, class_emb: Tensor) -> None:
-        super().__init__()
-        self.clip = clip
-        self.register_buffer("class_emb", class_emb.detach().clone())
-        self.bbox_pred = nn.Linear(class_emb.shape[1], 4)
-        nn.init.normal_(self.bbox_pred.weight, std=0.001)  # detectron2's FastRCNNOutputLayers init
-        nn.init.zeros_(self.bbox_pred.bias)
-
-    def region_features(self, x: Tensor, boxes: Sequence[Tensor], *, pool_size: int) -> Tensor:
-        """(sum R_i, D) C4 RoI embeddings of ``boxes`` (xyxy in the pixels of ``x`` (B, 3, S, S))."""
-        return region_embeddings(self.clip, c4_parts(self.clip).trunk(x), boxes, pool_size=pool_size)
-
-
-# --- pure parts --------------------------------------------------------------------------------------------------
-
-
-def unletterbox_boxes(boxes: Tensor, hw: tuple[int, int], size: int) -> Tensor:
-    """The inverse of :func:`.roi.letterbox_boxes`: boxes (N, 4) of the letterbox frame back in the (H, W)
-    image's pixels, clipped to it."""
-    h, w = hw
-    nh, nw = max(1, round(h * size / max(h, w))), max(1, round(w * size / max(h, w)))
-    top, left = (size - nh) // 2, (size - nw) // 2
-    scale = boxes.new_tensor([nw / w, nh / h, nw / w, nh / h])
-    return clip_boxes_to_image((boxes - boxes.new_tensor([left, top, left, top])) / scale, (h, w))
-
-
-def sample_rois(proposals: Sequence[Tensor], gt_boxes: Sequence[Tensor], gt_labels: Sequence[Tensor], *,
-                num_classes: int, matcher: Matcher, sampler: BalancedPositiveNegativeSampler,
-                coder: BoxCoder) -> tuple[list[Tensor], Tensor, Tensor]:
-    """detectron2's ``label_and_sample_proposals``: each image's proposals plus its GT boxes, matched to the GT, a
-    balanced sample kept.
-
-    Args:
-        proposals, gt_boxes: per image (P_i, 4) and (G_i, 4) xyxy in one frame.
-        gt_labels: per image (G_i,) long in 0..C-1.
-        num_classes: C; background is label C.
-
-    Returns:
-        (per image the sampled RoIs (R_i, 4), labels (R,) in 0..C, regression targets (R, 4), zero on background).
-    """
-    rois, labels, targets = [], [], []
-    for props, gt, gl in zip(proposals, gt_boxes, gt_labels):
-        boxes = torch.cat([props, gt])  # (P + G, 4)
-        if len(gt):
-            idx = matcher(box_iou(gt, boxes))  # (P + G,) GT index, or -1 below fg_iou_thresh
-        else:
-            idx = torch.full((len(boxes),), -1, dtype=torch.int64, device=boxes.device)
-        pos, neg = sampler([(idx >= 0).long()])  # foreground 1, background 0
-        keep = torch.nonzero(pos[0] | neg[0]).flatten()
-        matched = idx[keep].clamp(min=0)
-        lab = torch.where(idx[keep] >= 0, gl[matched] if len(gt) else matched, num_classes)
-        tgt = coder.encode_single(gt[matched], boxes[keep]) if len(gt) else boxes.new_zeros(len(keep), 4)
-        rois.append(boxes[keep])
-        labels.append(lab)
-        targets.append(torch.where((lab < num_classes)[:, None], tgt, torch.zeros_like(tgt)))
-    return rois, torch.cat(labels), torch.cat(targets)
-
-
-def class_probabilities(region_feats: Tensor, class_emb: Tensor, *, temperature: float, background: bool) -> Tensor:
-    """(R, C) class scores of RoI embeddings: softmax over the C classes and the zero background logit, its
-    background column dropped (``background``, a trained detector), or over the C classes alone (zero-shot)."""
-    logits = ovd_logits(region_feats, class_emb, temperature=temperature)  # (R, C + 1)
-    return logits.softmax(dim=1)[:, :-1] if background else logits[:, :-1].softmax(dim=1)
-
-
-def select_detections(boxes: Tensor, scores: Tensor, *, score_thresh: float, nms_thresh: float,
-                      max_dets: int) -> tuple[Tensor, Tensor, Tensor]:
-    """detectron2's ``fast_rcnn_inference_single_image`` for class-agnostic boxes.
-
-    Args:
-        boxes: (R, 4) xyxy, one box per region.
-        scores: (R, C) class scores.
-
-    Returns:
-        (boxes (N, 4), scores (N,) descending, labels (N,) in 0..C-1): every (region, class) pair scoring above
-        ``score_thresh``, per-class NMS at ``nms_thresh``, the best ``max_dets``.
-    """
-    rows, cols = torch.nonzero(scores > score_thresh, as_tuple=True)  # (K,), (K,)
-    b, s = boxes[rows], scores[rows, cols]
-    keep = batched_nms(b.float(), s.float(), cols, nms_thresh)[:max_dets]  # by descending score
-    return b[keep], s[keep], cols[keep]
 
 
 # --- data --------------------------------------------------------------------------------------------------------

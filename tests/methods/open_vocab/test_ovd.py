@@ -1,9 +1,9 @@
 """The ``ovd`` stage on the tiny fake COCO with a small random CLIP and a random class-agnostic RPN written by the
 test: two training steps keep the background logit at exactly 0 and the text embeddings and text tower unchanged
-while the image tower and box regressor move; all-class against novel-only evaluation on a hand-made case (the
-documented drop, methods.md 4d); zero-shot inference (GT boxes by RoI features and crops, proposals without box
-deltas); predict with any class list; one-line errors. (One engine step through each real config:
-tests/methods/test_contract.py.)"""
+while the image tower and box regressor move; the novel-only switch; zero-shot inference (GT boxes by RoI features
+and crops, proposals without box deltas); predict with any class list; one-line errors. (The hand-made all-class
+against novel-only case: test_detection.py; one engine step through each real config: tests/methods/test_contract.py.)
+"""
 
 from __future__ import annotations
 
@@ -13,14 +13,12 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from lowlabel.errors import DataError, UserError
 from lowlabel.losses.regionclip import ovd_logits
 from lowlabel.methods.base import OptimConfig, TrainerConfig
 from lowlabel.methods.open_vocab import ovd
-from lowlabel.methods.open_vocab.roi import letterbox_boxes
-from lowlabel.metrics.coco import coco_box_ap
+from lowlabel.methods.open_vocab.proposals import propose
 from tests.methods.open_vocab.coco_fake import write_coco
 from tests.methods.open_vocab.ovd_fake import write_rpn_run
 from tests.methods.open_vocab.test_regionclip import write_clip_run
@@ -84,38 +82,6 @@ def test_training_keeps_the_background_logit_zero_and_the_text_frozen(files: dic
         assert torch.equal(ovd_logits(feats, net.class_emb)[:, -1], torch.zeros(3))
 
 
-def test_novel_only_embeddings_give_the_documented_drop() -> None:
-    # Classes red (1), green (2) base, blue (4) novel; embeddings e_red, e_green, e_blue, and a 4th direction e_x.
-    # Images 1-3 hold one red box each, image 4 one blue box; each GT box is its own region, with the features below.
-    # All classes (tau 0.01, zero background logit): a red region scores red ~1 and blue e^(20-98) ~ 0 (below 0.05);
-    # the blue region scores blue e^10 / (e^10 + e^5 + 1 + 1) = 0.993: AP50 novel 100, base 100.
-    # Novel only: a red region's blue score is sigmoid(20) = 1.0 in float32, the blue region's sigmoid(10) = 0.99995,
-    # so three false positives rank above the one true blue box: precision 1/4 at every recall, AP50 novel 25.
-    emb = torch.eye(4)[:3]  # (3, 4) red, green, blue
-    red = torch.tensor([0.98, 0.0, 0.20, 0.0])
-    blue = torch.tensor([0.05, 0.0, 0.10, (1 - 0.05**2 - 0.10**2) ** 0.5])
-    feats = F.normalize(torch.stack([red / red.norm(), red / red.norm(), red / red.norm(), blue]), dim=-1)
-    boxes = torch.tensor([[2.0, 2.0, 12.0, 12.0]])
-    gt = {"images": [{"id": i, "width": 20, "height": 20} for i in range(1, 5)],
-          "categories": [{"id": 1, "name": "red"}, {"id": 2, "name": "green"}, {"id": 4, "name": "blue"}],
-          "annotations": [{"id": i, "image_id": i, "category_id": 1 if i < 4 else 4, "bbox": [2, 2, 10, 10],
-                           "area": 100, "iscrowd": 0} for i in range(1, 5)]}
-    cat_ids = [1, 2, 4]
-
-    def ap50(cols: list[int]) -> dict[str, float]:
-        rows = []
-        for image_id, feat in enumerate(feats, start=1):
-            probs = ovd.class_probabilities(feat[None], emb[cols], temperature=0.01, background=True)  # (1, C')
-            b, s, labels = ovd.select_detections(boxes, probs, score_thresh=0.05, nms_thresh=0.5, max_dets=100)
-            rows += [{"image_id": image_id, "category_id": cat_ids[cols[int(c)]], "score": float(v),
-                      "bbox": [2, 2, 10, 10]} for v, c in zip(s, labels)]
-        scored = coco_box_ap(gt, rows, {"all": cat_ids, "novel": [4], "base": [1, 2]})
-        return {k: scored[k]["AP50"] for k in ("novel", "base")}
-
-    assert ap50([0, 1, 2]) == pytest.approx({"novel": 100.0, "base": 100.0})
-    assert ap50([2]) == pytest.approx({"novel": 25.0, "base": 0.0})
-
-
 def test_novel_only_switch_scores_the_novel_rows(files: dict[str, Path]) -> None:
     method = ovd.build(config(files, eval=ovd.OVDEvalConfig(categories="novel")))
     emb, cols = method.eval_classes(method.model)
@@ -155,16 +121,11 @@ def test_zero_shot_detection_keeps_the_proposal_boxes(files: dict[str, Path], on
         method.model.bbox_pred.bias.fill_(5.0)  # deltas that would move every box: zero-shot must not apply them
     image = method._view("val", train=False)[0]["image"]
     dets = method.predict_batch(nets, [image])[0]
-    props = ovd.propose(nets["proposer"], [image], cfg.proposals)[0].boxes
+    props = propose(nets["proposer"], [image], cfg.proposals)[0].boxes
     assert len(dets.scores) > 0
     gap = (dets.boxes[:, None, :] - props[None, :, :]).abs().amax(-1).amin(-1)  # (N,) distance to nearest proposal
     assert float(gap.max()) < 1e-3
-    assert float(dets.scores.max()) <= float(ovd.propose(nets["proposer"], [image], cfg.proposals)[0].scores.max())
-
-
-def test_unletterbox_inverts_letterbox_boxes() -> None:
-    boxes = torch.tensor([[0.0, 0.0, 48.0, 40.0], [12.0, 10.0, 24.0, 20.0]])
-    assert torch.allclose(ovd.unletterbox_boxes(letterbox_boxes(boxes, (40, 48), 64), (40, 48), 64), boxes, atol=1e-4)
+    assert float(dets.scores.max()) <= float(propose(nets["proposer"], [image], cfg.proposals)[0].scores.max())
 
 
 def test_predict_with_any_class_list(files: dict[str, Path], tmp_path: Path, one_thread: None) -> None:
