@@ -24,8 +24,8 @@ What trains: the student's image tower from res3 on (``model.freeze_at: 2`` free
 ``FREEZE_AT 2``), its attention pool included; every BatchNorm is frozen (eval-mode statistics, fixed affine: the
 official ``FrozenBN``), which also makes the untrained student compute exactly the teacher's features, so L_dist
 starts at 0. The student's text tower and logit scale are frozen copies of the teacher's, kept so that the saved
-network ``model`` is a whole CLIP in open_clip's layout: a later stage (or ``lowlabel evaluate clip``) reads it as
-it reads a ``clip`` run.
+network ``model`` is a whole CLIP in open_clip's layout: a later stage reads it
+(:func:`lowlabel.models.clip.read_clip_state`) as it reads a ``clip`` run.
 
 Input: the images are letterboxed (:func:`lowlabel.methods.open_vocab.common.letterbox`, as the ``clip`` stage trains
 and evaluates the teacher) to ``data.image_size``; proposals are computed on the original image by the detector's own

@@ -1,5 +1,5 @@
 """RegionCLIP trains under DDP: two gloo processes (each with its own images, the image-text loss gathered across
-them) end with identical students that moved away from the teacher."""
+them) end with identical students that moved away from the teacher, saved as a whole CLIP."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from lowlabel.models.clip import read_clip_state
 from tests.methods.open_vocab.coco_fake import write_coco
 from tests.methods.open_vocab.test_regionclip import write_clip_run
 from tests.models.test_clip import small_arch
@@ -32,3 +33,5 @@ def test_two_process_regionclip_ends_with_identical_students(tmp_path: Path) -> 
     moved = [k for k, v in r0.items() if not torch.equal(v, start[k])]
     assert moved and all(k.startswith(("visual.layer2", "visual.layer3", "visual.layer4", "visual.attnpool"))
                          for k in moved)
+    saved = read_clip_state(out / "run")  # the run is a whole CLIP, read as a later stage reads a clip run
+    assert all(torch.equal(value, saved[key]) for key, value in r0.items())
