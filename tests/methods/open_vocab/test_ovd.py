@@ -186,3 +186,51 @@ def test_lvis_novel_classes_come_from_the_frequency(files: dict[str, Path], tmp_
     method = ovd.build(cfg)
     assert method.categories.ids == [1, 2, 5] and method.categories.novel.tolist() == [False, False, True]
     assert len(method.train_dataset()) == 2  # both train images have a base box (the rare one is hidden)
+
+
+# --- the command line ----------------------------------------------------------------------------------------------
+
+
+def _method_config(files: dict[str, Path], path: Path) -> Path:
+    path.write_text(json.dumps({
+        "data": {"root": str(files["coco"]), "flip": False},
+        "proposals": {"source": str(files["rpn"]), "post_nms_top_n": 20},
+        "text": {"templates": ["a {} box."]}, "roi": {"batch_size_per_image": 16, "score_thresh": 0.0},
+        "trainer": {"max_steps": 1, "batch_size": 4, "accelerator": "cpu"}}))  # JSON is YAML
+    return path
+
+
+def _last_error(capsys: pytest.CaptureFixture[str]) -> str:
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+def test_cli_evaluate_zero_shot(files: dict[str, Path], tmp_path: Path, one_thread: None,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    from lowlabel.cli.main import main
+
+    cfg = _method_config(files, tmp_path / "ovd.yaml")
+    out = tmp_path / "zs"
+    args = ["evaluate", "ovd", "--ckpt", str(files["clip"]), "--method-config", str(cfg), "--split", "val"]
+    assert main([*args, "--zero-shot", "proposals", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert "AP50_novel" in metrics and (out / "eval" / "val" / "detections.json").is_file()
+    assert main([*args, "--zero-shot", "boxes", "--out", str(out)]) == 2
+    assert "--zero-shot must be gt or proposals" in _last_error(capsys)
+
+
+def test_cli_predict_classes(files: dict[str, Path], tmp_path: Path, one_thread: None,
+                             capsys: pytest.CaptureFixture[str]) -> None:
+    from lowlabel.cli.main import main
+
+    cfg = _method_config(files, tmp_path / "ovd.yaml")
+    run = tmp_path / "run"
+    assert main(["train", "ovd", "--config", str(cfg), "--init_from", str(files["clip"]), "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    args = ["predict", "ovd", "--ckpt", str(run), "--input", str(files["coco"] / "val2017")]
+    assert main([*args, "--out", str(tmp_path / "p"), "--classes", "star, striped ring"]) == 0
+    rows = json.loads((tmp_path / "p" / "detections.json").read_text())
+    assert {r["category_name"] for r in rows} <= {"star", "striped ring"}
+    assert main([*args, "--out", str(tmp_path / "q"), "--classes", " , "]) == 2
+    assert "class list is empty" in _last_error(capsys)
