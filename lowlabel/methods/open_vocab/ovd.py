@@ -30,12 +30,12 @@ box deltas (the untrained regressor is not used), scores softmax(cos / 0.01) ove
 never learnt what the zero logit stands for) times the objectness, class NMS 0.5.
 
 Departures, for a CPU and a small model: the input is letterboxed to ``data.image_size`` (as the regionclip stage; the
-paper resizes the shorter side to 800) and the proposals are computed once per training image and cached (the offline
-RPN is frozen and the paper's are precomputed too; a flipped image flips its proposals). FrozenBN everywhere and
-``FREEZE_AT 2`` (stem and res2 frozen) as the paper, also for the tiny CLIP (one block per stage: res3, res4, res5 and
-the attention pool train). The text tower never trains; the text embeddings are computed once, with CLIP's 80
-ImageNet templates (``text.templates``), and kept as a buffer of the network (checkpointed, so ``predict`` needs no
-recomputation).
+paper resizes the shorter side to 800) and, with ``data.cache_proposals``, the proposals are computed once per training
+image and kept (the offline RPN is frozen, so they never change; a flipped image flips them); the COCO and LVIS configs
+run the RPN on every batch, as the paper. FrozenBN everywhere and ``FREEZE_AT 2`` (stem and res2 frozen) as the paper,
+also for the tiny CLIP (one block per stage: res3, res4, res5 and the attention pool train). The text tower never
+trains; the text embeddings are computed once, with CLIP's 80 ImageNet templates (``text.templates``), and kept as a
+buffer of the network (checkpointed, so ``predict`` needs no recomputation).
 
     lowlabel train ovd --config configs/ovd/synth-full.yaml --init_from runs/regionclip/full
     lowlabel evaluate ovd --ckpt runs/clip/full --zero-shot gt --method-config configs/ovd/synth-full.yaml
@@ -126,6 +126,9 @@ class OVDDataConfig(COCOFilesConfig):
     # rare ones novel, 866 frequent + common base, methods.md 4b). Needs ovd_split "".
     novel_frequencies: list[str] = field(default_factory=list)
     max_eval_images: int = 0  # 0 = the whole split
+    # keep each train image's proposals after its first RPN forward (ShapesWorld's 6,000 images x 300 boxes: 36 MB);
+    # false runs the RPN on every batch, as RegionCLIP's CLIPFastRCNN does (COCO's 118k x 1,000 boxes would be 2.4 GB)
+    cache_proposals: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -473,15 +476,17 @@ class OVDMethod:
 
     # -- training
     def _train_proposals(self, nets: Mapping[str, nn.Module], batch: Mapping[str, Any]) -> list[Tensor]:
-        """Each image's proposals in its letterboxed (and possibly flipped) frame, computed once per image."""
-        todo = [i for i, key in enumerate(batch["key"]) if key not in self._proposals]
+        """Each image's proposals in its letterboxed (and possibly flipped) frame, cached per image unless
+        ``data.cache_proposals`` is off."""
+        cache = self._proposals if self.config.data.cache_proposals else {}
+        todo = [i for i, key in enumerate(batch["key"]) if key not in cache]
         if todo:
             found = propose(nets["proposer"], [batch["raw"][i] for i in todo], self.config.proposals)
             for i, props in zip(todo, found):
-                self._proposals[batch["key"][i]] = Proposals(props.boxes.cpu(), props.scores.cpu())
+                cache[batch["key"][i]] = Proposals(props.boxes.cpu(), props.scores.cpu())
         device, out = batch["image"].device, []
         for key, raw, flipped in zip(batch["key"], batch["raw"], batch["flip"]):
-            boxes = letterbox_boxes(self._proposals[key].boxes, tuple(raw.shape[-2:]), self.image_size).to(device)
+            boxes = letterbox_boxes(cache[key].boxes, tuple(raw.shape[-2:]), self.image_size).to(device)
             out.append(flip_boxes(boxes, self.image_size) if flipped else boxes)
         return out
 

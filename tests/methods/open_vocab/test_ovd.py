@@ -234,3 +234,24 @@ def test_cli_predict_classes(files: dict[str, Path], tmp_path: Path, one_thread:
     assert {r["category_name"] for r in rows} <= {"star", "striped ring"}
     assert main([*args, "--out", str(tmp_path / "q"), "--classes", " , "]) == 2
     assert "class list is empty" in _last_error(capsys)
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_proposals_cached_per_train_image(cache: bool, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
+                                          one_thread: None) -> None:
+    calls: list[int] = []
+    real = ovd.propose
+
+    def counting(detector: torch.nn.Module, images: list, cfg: object) -> list:
+        calls.append(len(images))
+        return real(detector, images, cfg)
+
+    monkeypatch.setattr(ovd, "propose", counting)
+    cfg = config(files)
+    cfg.data = dataclasses.replace(cfg.data, cache_proposals=cache, flip=True)
+    method = ovd.build(cfg)
+    nets, data = nets_of(method), method.train_dataset()
+    for _ in range(2):
+        batch = ovd.collate_train([data[i] for i in range(len(data))])
+        next(iter(method.training_step(nets, batch, 0)))
+    assert calls == ([3] if cache else [3, 3])  # the three training images, once or at every batch
