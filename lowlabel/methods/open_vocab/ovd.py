@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -68,7 +69,7 @@ from lowlabel.losses.regionclip import (
     ovd_logits,
 )
 from lowlabel.methods.base import EvalResult, Frozen, OptimConfig, StepOutput, TrainerConfig, build_optimizer
-from lowlabel.methods.cross_domain.common import coco_results, draw_detections, image_recall
+from lowlabel.methods.cross_domain.common import coco_results, draw_detections, image_recall, to_inclusive
 from lowlabel.methods.open_vocab.common import (
     Categories,
     COCOFilesConfig,
@@ -102,7 +103,7 @@ from lowlabel.methods.predict import predict_files
 from lowlabel.metrics.coco import coco_box_ap
 from lowlabel.models.clip import TORCHSCRIPT_EXTRAS, build_clip, load_clip_state, prompt_embeddings
 from lowlabel.models.weights import Weights, read_stage, single_network
-from lowlabel.samples import write_per_image
+from lowlabel.samples import SampleKeeper, save_sample, write_per_image
 from lowlabel.structures import Detections
 
 INIT_HINT = "train one with `lowlabel train regionclip` (or `lowlabel train clip` for the teacher baseline)"
@@ -129,6 +130,8 @@ class OVDDataConfig(COCOFilesConfig):
     # keep each train image's proposals after its first RPN forward (ShapesWorld's 6,000 images x 300 boxes: 36 MB);
     # false runs the RPN on every batch, as RegionCLIP's CLIPFastRCNN does (COCO's 118k x 1,000 boxes would be 2.4 GB)
     cache_proposals: bool = True
+    num_fixed_samples: int = 6  # evaluation pictures for the report: the first images of the split ...
+    num_worst_samples: int = 6  # ... and those with the lowest recall
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -364,6 +367,7 @@ def split_file_data(cfg: OVDDataConfig, root: Path) -> OVDDataConfig:
 
 def ovd_categories(dataset: Any, cfg: OVDDataConfig, root: Path, split: str) -> Categories:
     """The evaluated classes: the split file's ``all`` (COCO's 65 of 80) or every category, and which are novel.
+    Prompts say a name's underscores as spaces (LVIS's ``aerosol_can``, ``bow_(weapon)``).
 
     Raises:
         DataError: a split id that the annotations do not have (one line naming the split file).
@@ -373,17 +377,17 @@ def ovd_categories(dataset: Any, cfg: OVDDataConfig, root: Path, split: str) -> 
 
         ids = frequency_split(coco_path(root, cfg.instances, split), cfg.novel_frequencies)
         cats = categories(dataset, dataclasses.replace(cfg, ovd_split=""), root)
-        novel = torch.tensor([cid in set(ids["novel"]) for cid in cats.ids])
-        return dataclasses.replace(cats, novel=novel)
-    cats = categories(dataset, cfg, root)  # checks the split file's ids against the annotations
-    if not cfg.ovd_split:
-        return cats
-    from lowlabel.data.coco import load_ovd_split
+        cats = dataclasses.replace(cats, novel=torch.tensor([cid in set(ids["novel"]) for cid in cats.ids]))
+    else:
+        cats = categories(dataset, cfg, root)  # checks the split file's ids against the annotations
+    if cfg.ovd_split:
+        from lowlabel.data.coco import load_ovd_split
 
-    used = set(load_ovd_split(root / cfg.ovd_split)["all"])
-    keep = [i for i, cid in enumerate(cats.ids) if cid in used]
-    return Categories(ids=[cats.ids[i] for i in keep], names=[cats.names[i] for i in keep],
-                      prompt_names=[cats.prompt_names[i] for i in keep], novel=cats.novel[keep])
+        used = set(load_ovd_split(root / cfg.ovd_split)["all"])
+        keep = [i for i, cid in enumerate(cats.ids) if cid in used]
+        cats = Categories(ids=[cats.ids[i] for i in keep], names=[cats.names[i] for i in keep],
+                          prompt_names=[cats.prompt_names[i] for i in keep], novel=cats.novel[keep])
+    return dataclasses.replace(cats, prompt_names=[name.replace("_", " ") for name in cats.prompt_names])
 
 
 # --- the method --------------------------------------------------------------------------------------------------
@@ -596,6 +600,9 @@ class OVDMethod:
         ids, names = self.categories.ids, self.categories.names
         rows: list[dict[str, Any]] = []
         per_image: list[tuple[str, float]] = []
+        data = self.config.data
+        keeper = SampleKeeper([str(view.dataset.ids[i]) for i in view.indices], num_fixed=data.num_fixed_samples,
+                              num_worst=data.num_worst_samples)
         step = self.config.eval.batch_size
         for start in range(0, len(view), step):
             items = [view[i] for i in range(start, min(start + step, len(view)))]
@@ -608,11 +615,17 @@ class OVDMethod:
                                                class_names=names)]
                 target = {"boxes": item["boxes"], "labels": item["labels"], "difficult": item["iscrowd"]}
                 per_image.append((str(item["image_id"]), 100.0 * image_recall(dets, target)))
+                keeper.offer(per_image[-1][0], per_image[-1][1], (item["image"], target, dets))
+        novel = self.categories.novel.numpy()
+        for image_id, (image, target, dets) in keeper.chosen():  # the report draws novel classes highlighted
+            save_sample(out, image_id, "detection", image.permute(1, 2, 0).numpy(),
+                        gt_boxes=to_inclusive(target["boxes"]).astype(np.float32), gt_labels=target["labels"].numpy(),
+                        pred_boxes=to_inclusive(dets.boxes).astype(np.float32), pred_scores=dets.scores.numpy(),
+                        pred_labels=dets.labels.numpy(), class_names=np.asarray(names), novel_classes=novel)
         write_per_image(out, per_image)
         (out / "detections.json").write_text(json.dumps(rows))
-        novel = self.categories.novel.tolist()
-        subsets = {"all": ids, "novel": [c for c, n in zip(ids, novel) if n],
-                   "base": [c for c, n in zip(ids, novel) if not n]}
+        subsets = {"all": ids, "novel": [c for c, n in zip(ids, novel.tolist()) if n],
+                   "base": [c for c, n in zip(ids, novel.tolist()) if not n]}
         scored = coco_box_ap(ground_truth(view, ids), rows, {k: v for k, v in subsets.items() if v})
         metrics: dict[str, float] = {}
         for subset in subsets:

@@ -11,6 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,6 +100,10 @@ def test_evaluation_writes_the_ovd_split_and_per_image(files: dict[str, Path], t
     assert lines[0] == "image_id,score" and len(lines) == 4
     rows = json.loads((tmp_path / "detections.json").read_text())
     assert rows and {r["category_id"] for r in rows} <= {1, 2, 4}  # COCO category ids, not class indices
+    samples = sorted((tmp_path / "samples").glob("*.npz"))
+    assert len(samples) == 3  # every val image: 6 fixed ones asked for
+    with np.load(samples[0]) as sample:
+        assert sample["novel_classes"].tolist() == [False, False, True] and sample["pred_boxes"].shape[1] == 4
 
 
 @pytest.mark.parametrize("regions", ["roi", "crop"])
@@ -185,6 +190,7 @@ def test_lvis_novel_classes_come_from_the_frequency(files: dict[str, Path], tmp_
                                  ovd_split="", novel_frequencies=["r"])
     method = ovd.build(cfg)
     assert method.categories.ids == [1, 2, 5] and method.categories.novel.tolist() == [False, False, True]
+    assert method.categories.prompt_names == ["aerosol can", "banana", "bow (weapon)"]
     assert len(method.train_dataset()) == 2  # both train images have a base box (the rare one is hidden)
 
 
