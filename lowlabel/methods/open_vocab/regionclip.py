@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -425,8 +426,12 @@ class RegionCLIPMethod:
         self.model = make_student(self.teacher, freeze_at=cfg.model.freeze_at)
         self.image_size = cfg.data.image_size or int(self.teacher.visual.image_size)
         self.pool_size = cfg.model.pool_size or default_pool_size(self.teacher)
+        split_file = cfg.data.ovd_split  # under data.root, else relative to the working directory (a shipped split)
+        files = cfg.data
+        if split_file and not (self.root / split_file).exists() and Path(split_file).is_file():
+            files = dataclasses.replace(cfg.data, ovd_split=str(Path(split_file).resolve()))
         self.categories: Categories = categories(instance_dataset(self.root, cfg.data, cfg.trainer.eval_split),
-                                                 cfg.data, self.root)
+                                                 files, self.root)
         self.train_data = self._train_source()
         vocabulary = read_vocabulary(cfg.concepts.vocabulary, self.categories)
         captions = [c for img_id in self.train_data.ids for c in self.train_data.captions[img_id]]

@@ -177,6 +177,15 @@ def test_predict_writes_what_predict_batch_returns(files: dict[str, Path], tmp_p
         assert row["name"] == ["red", "green", "blue"][pred.label] and row["score"] == pytest.approx(pred.score)
 
 
+def test_a_split_file_outside_the_data_root(files: dict[str, Path], tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "split.json").write_text(json.dumps({"base": [1, 4], "novel": [2]}))
+    monkeypatch.chdir(tmp_path)
+    cfg = config(files)
+    cfg.data = rc.RegionCLIPDataConfig(root=str(files["coco"]), regions="gt", ovd_split="split.json")
+    assert rc.build(cfg).categories.novel.tolist() == [False, True, False]  # green, by the file in the working dir
+
+
 def test_img2dataset_reader(tmp_path: Path) -> None:
     shard = tmp_path / "cc3m" / "00000"
     shard.mkdir(parents=True)
