@@ -15,7 +15,7 @@ One process generates ShapesWorld quick ``coco/`` into a temporary folder, write
 Measured 2026-12-04 on one thread next to a 2-core study (quick coco/, 135 x 154 images, 114 train images with a base
 box, batch 16 x 64 RoIs): build 1.6 s; steps 1.6 s with the RPN, 1.0 s cached; evaluation 0.16 s per val image
 (33.7 s wall for the whole script, 1.65 GB peak). So synth-full: 800 x 1.0 s + 6,000 images x (1.6 - 1.0) / 16 s of RPN
-+ 1,000 x 0.16 s of evaluation = about 17 CPU-minutes.
++ 1,000 x 0.16 s of evaluation = 800 + 225 + 160 s, about 20 CPU-minutes.
 """
 
 from __future__ import annotations
