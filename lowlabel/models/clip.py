@@ -345,6 +345,26 @@ def prompt_embeddings(model: open_clip.CLIP, names: Sequence[str], templates: Se
     return prompt_ensemble(emb.view(len(templates), len(names), -1))  # (T, C, D) -> (C, D)
 
 
+def check_class_names(names: Sequence[str], templates: Sequence[str], context_length: int) -> None:
+    """Refuse a class list that cannot be embedded as given: a name listed twice (its detections could not be told
+    apart), or one whose longest prompt needs more than ``context_length`` tokens (it would be silently cut).
+
+    Raises:
+        UserError: one line naming the class.
+    """
+    seen: set[str] = set()
+    for name in names:
+        if name.lower() in seen:
+            raise UserError(f"class {name!r} is listed twice")
+        seen.add(name.lower())
+    tokenizer = _tokenizer(context_length)
+    for name in names:
+        longest = max(len(tokenizer.encode(t.replace("{}", name))) for t in expand_templates(templates))
+        if longest + 2 > context_length:  # + the start and end tokens
+            raise UserError(f"class {name!r}: its prompts need {longest + 2} tokens, the text tower reads "
+                            f"{context_length}; use a shorter name")
+
+
 def image_embeddings(model: open_clip.CLIP, images: Tensor, *, batch_size: int = 256) -> Tensor:
     """(N, D) unit image embeddings of normalised ``(N, 3, S, S)`` images, ``batch_size`` at a time."""
     device = model.logit_scale.device

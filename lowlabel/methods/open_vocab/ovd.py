@@ -101,7 +101,13 @@ from lowlabel.methods.open_vocab.roi import (
 )
 from lowlabel.methods.predict import predict_files
 from lowlabel.metrics.coco import coco_box_ap
-from lowlabel.models.clip import TORCHSCRIPT_EXTRAS, build_clip, load_clip_state, prompt_embeddings
+from lowlabel.models.clip import (
+    TORCHSCRIPT_EXTRAS,
+    build_clip,
+    check_class_names,
+    load_clip_state,
+    prompt_embeddings,
+)
 from lowlabel.models.weights import Weights, read_stage, single_network
 from lowlabel.samples import SampleKeeper, save_sample, write_per_image
 from lowlabel.structures import Detections
@@ -658,7 +664,8 @@ class OVDMethod:
                 network's text tower; None = the categories it was trained and evaluated with.
 
         Raises:
-            UserError: ``classes`` given but empty.
+            UserError: ``classes`` given but empty, a name listed twice, or a name too long for the text tower
+                (:func:`lowlabel.models.clip.check_class_names`).
         """
         net = _plain(nets["model"])
         if classes is None:
@@ -668,6 +675,7 @@ class OVDMethod:
             if not names:
                 raise UserError("--classes: the class list is empty; give names separated by commas, "
                                 "e.g. --classes \"star, striped ring\"")
+            check_class_names(names, self.config.text.templates, int(net.clip.context_length))
             class_emb = prompt_embeddings(net.clip, names, self.config.text.templates)
         results: list[dict[str, Any]] = []
 

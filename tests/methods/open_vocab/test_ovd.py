@@ -152,6 +152,12 @@ def test_empty_class_list_is_one_line(files: dict[str, Path], tmp_path: Path) ->
     with pytest.raises(UserError) as err:
         method.predict(nets_of(method), files["coco"] / "val2017", tmp_path, classes=[" ", ""])
     assert "class list is empty" in _one_line(err)
+    with pytest.raises(UserError) as err:  # open vocabulary: any name, but each once and within the text tower
+        method.predict(nets_of(method), files["coco"] / "val2017", tmp_path, classes=["star", "Star"])
+    assert _one_line(err) == "class 'Star' is listed twice"
+    with pytest.raises(UserError) as err:
+        method.predict(nets_of(method), files["coco"] / "val2017", tmp_path, classes=["star " * 80])
+    assert "tokens, the text tower reads" in _one_line(err)
 
 
 def test_split_file_naming_a_missing_category_is_one_line(files: dict[str, Path], tmp_path: Path) -> None:
