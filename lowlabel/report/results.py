@@ -217,6 +217,14 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def seed_list(seeds: Sequence[int | None]) -> str:
+    """The seeds of a row as text: ``0, 1, 2``; ``?`` for a run that records none; ``none`` when no run does (a
+    baseline without training, such as raw-pixel propagation)."""
+    if seeds and all(s is None for s in seeds):
+        return "none"
+    return ", ".join("?" if s is None else str(s) for s in seeds)
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     """The study as a Markdown table: one column per metric (union, in first-seen order), ``mean ± std``, and the
     seeds; empty cells where a row lacks a metric."""
@@ -225,7 +233,7 @@ def markdown_table(result: dict[str, Any]) -> str:
         keys += [k for k in row["metrics"] if k not in keys]
     lines = ["| run | seeds | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for row in result["rows"]:
-        seeds = ", ".join("?" if s is None else str(s) for s in row["seeds"])
+        seeds = seed_list(row["seeds"])
         cells = []
         for key in keys:
             stat = row["metrics"].get(key)

@@ -22,6 +22,7 @@ from lowlabel.report.comparisons import (
     metric_order,
 )
 from lowlabel.report.references import Reference, ReferenceSet
+from lowlabel.report.results import seed_list
 from lowlabel.report.runs import RunGroup
 
 
@@ -206,9 +207,7 @@ class Headline:
 def seeds_text(baseline: Sequence[int | None], method: Sequence[int | None]) -> str:
     """``"seed 0"`` or ``"3 seeds (0, 1, 2)"`` when both sides ran the same seeds, else ``"2 seeds / 1 seed"``."""
 
-    def listed(seeds: Sequence[int | None]) -> str:
-        return ", ".join("?" if s is None else str(s) for s in seeds)
-
+    listed = seed_list
     if list(baseline) == list(method) or not baseline or not method:
         seeds = list(baseline or method)
         return f"seed {listed(seeds)}" if len(seeds) == 1 else f"{len(seeds)} seeds ({listed(seeds)})"
