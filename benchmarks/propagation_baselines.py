@@ -33,16 +33,21 @@ def main() -> None:
     parser.add_argument("--split", default="val")
     parser.add_argument("--strides", type=int, nargs="+", default=[8, 4])
     parser.add_argument("--out", type=Path, default=None, help="also write each row as a run folder under this")
+    parser.add_argument("--short-side", type=int, default=0,
+                        help="resize frames to this shorter side before the features (0 = as stored)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     dataset = DAVIS2017(root=resolve_root(args.root, "davis"), split=args.split)
-    print(f"| features | propagation | J&F | J | F | CPU s |  ({args.root} {args.split}, {len(dataset)} sequences)")
+    size = f"short side {args.short_side}" if args.short_side else "frames as stored"
+    print(f"| features | propagation | J&F | J | F | CPU s |  ({args.root} {args.split}, {len(dataset)} sequences, "
+          f"{size})")
     print("|---|---|---|---|---|---|")
     for stride in args.strides:
         for key, name, cfg in SETTINGS:
             start = time.process_time()
             with tempfile.TemporaryDirectory() as out:
-                result = evaluate_davis(pixel_encoder(stride), dataset, Path(out), cfg=cfg, stride=stride)
+                result = evaluate_davis(pixel_encoder(stride), dataset, Path(out), cfg=cfg, stride=stride,
+                                        short_side=args.short_side)
             m = result["metrics"]
             if args.out is not None:
                 folder = args.out / f"stride{stride}-{key}"
