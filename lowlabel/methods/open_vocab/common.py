@@ -20,9 +20,18 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from lowlabel.data.coco import COCODetection, load_ovd_split
-from lowlabel.errors import DataError
+from lowlabel.errors import DataError, UserError
 from lowlabel.metrics.multilabel import mean_average_precision
-from lowlabel.models.clip import CLIP_MEAN, CLIP_STD, image_embeddings, tokenize
+from lowlabel.models.clip import (
+    CLIP_MEAN,
+    CLIP_STD,
+    TORCHSCRIPT_EXTRAS,
+    build_clip,
+    image_embeddings,
+    load_clip_state,
+    tokenize,
+)
+from lowlabel.models.weights import Weights, read_stage, single_network
 
 
 @dataclass
@@ -291,3 +300,49 @@ def image_recall_at_k(scores: ZeroShotScores) -> np.ndarray:
     inside = torch.arange(labels.shape[1])[None, :] < k[:, None]  # (N, C) the first k ranks
     found = (ranked & inside).sum(dim=1).float()
     return torch.where(k > 0, 100.0 * found / k.clamp(min=1), torch.nan).numpy()
+
+
+# --- an earlier stage's CLIP -------------------------------------------------------------------------------------
+
+
+def recorded_clip_settings(weights: Weights, *, stage: str, depth: int = 0) -> dict[str, Any]:
+    """The CLIP model settings (arch, image_size, context_length) a clip or regionclip run records; a regionclip run
+    that leaves them to its teacher is followed to its own ``init_from``."""
+    config = weights.config or {}
+    model = dict(config.get("model") or {}) if weights.method in ("clip", "regionclip") else {}
+    if weights.method == "regionclip" and not model.get("arch") and config.get("init_from") and depth < 3:
+        try:
+            teacher = read_stage(config["init_from"], stage=stage, accepts=("clip",))
+        except (FileNotFoundError, UserError):
+            return model
+        inner = recorded_clip_settings(teacher, stage=stage, depth=depth + 1)
+        return {key: model.get(key) or inner.get(key) for key in ("arch", "image_size", "context_length")}
+    return model
+
+
+def load_clip_stage(init_from: str, *, stage: str, accepts: tuple[str, ...], hint: str, arch: str = "",
+                    image_size: int = 0, context_length: int = 0) -> tuple[Any, Weights]:
+    """The CLIP of an earlier stage's run (or a weights file with ``arch``), built and loaded: (model, its weights).
+    Settings left 0 / "" come from what the run records (:func:`recorded_clip_settings`).
+
+    Raises:
+        UserError: one line: a missing run (with ``hint``, the command that makes one), a run of another method, no
+            arch for a bare weights file, or weights that do not fit (e.g. another embedding width).
+    """
+    try:
+        weights = read_stage(init_from, stage=stage, accepts=accepts)
+    except FileNotFoundError as err:
+        raise UserError(f"{err} ({hint})") from None
+    recorded = recorded_clip_settings(weights, stage=stage)
+    arch = arch or recorded.get("arch", "")
+    if not arch:
+        raise UserError(f"{weights.file}: records no CLIP arch; set model.arch (e.g. RN50-quickgelu)")
+    model = build_clip(arch=arch, image_size=image_size or int(recorded.get("image_size") or 0),
+                       context_length=context_length or int(recorded.get("context_length") or 0))
+    try:
+        state = single_network(weights, weights.file)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    state = {k.removeprefix("module."): v for k, v in state.items() if k not in TORCHSCRIPT_EXTRAS}
+    load_clip_state(model, state, source=weights.file)
+    return model, weights

@@ -77,6 +77,7 @@ from lowlabel.methods.open_vocab.common import (
     coco_root,
     instance_dataset,
     letterbox,
+    load_clip_stage,
     zero_shot_metrics,
     zero_shot_scores,
 )
@@ -102,13 +103,10 @@ from lowlabel.methods.open_vocab.roi import (
 from lowlabel.methods.predict import predict_files
 from lowlabel.metrics.coco import coco_box_ap
 from lowlabel.models.clip import (
-    TORCHSCRIPT_EXTRAS,
-    build_clip,
     check_class_names,
-    load_clip_state,
     prompt_embeddings,
 )
-from lowlabel.models.weights import Weights, read_stage, single_network
+from lowlabel.models.weights import Weights
 from lowlabel.samples import SampleKeeper, save_sample, write_per_image
 from lowlabel.structures import Detections
 
@@ -251,21 +249,6 @@ def zero_shot_config(config: OVDConfig | None, *, init_from: str, mode: str) -> 
 # --- the CLIP to start from --------------------------------------------------------------------------------------
 
 
-def _recorded_model(weights: Weights, depth: int = 0) -> dict[str, Any]:
-    """The CLIP model settings (arch, image_size, context_length) a clip or regionclip run records; a regionclip run
-    that leaves them to its teacher is followed to its own ``init_from``."""
-    config = weights.config or {}
-    model = dict(config.get("model") or {}) if weights.method in ("clip", "regionclip") else {}
-    if weights.method == "regionclip" and not model.get("arch") and config.get("init_from") and depth < 3:
-        try:
-            teacher = read_stage(config["init_from"], stage="ovd", accepts=("clip",))
-        except (FileNotFoundError, UserError):
-            return model
-        inner = _recorded_model(teacher, depth + 1)
-        return {key: model.get(key) or inner.get(key) for key in ("arch", "image_size", "context_length")}
-    return model
-
-
 def load_init_clip(cfg: OVDConfig) -> tuple[nn.Module, Weights]:
     """The CLIP ``init_from`` names (a regionclip run's student, a clip run, or a weights file with ``model.arch``).
 
@@ -274,23 +257,9 @@ def load_init_clip(cfg: OVDConfig) -> tuple[nn.Module, Weights]:
     """
     if not cfg.init_from:
         raise UserError(f"ovd: init_from is empty; name a regionclip or clip run ({INIT_HINT})")
-    try:
-        weights = read_stage(cfg.init_from, stage="ovd", accepts=("clip", "regionclip"))
-    except FileNotFoundError as err:
-        raise UserError(f"{err} ({INIT_HINT})") from None
-    recorded = _recorded_model(weights)
-    arch = cfg.model.arch or recorded.get("arch", "")
-    if not arch:
-        raise UserError(f"{weights.file}: records no CLIP arch; set model.arch (e.g. RN50-quickgelu)")
-    model = build_clip(arch=arch, image_size=cfg.model.image_size or int(recorded.get("image_size") or 0),
-                       context_length=cfg.model.context_length or int(recorded.get("context_length") or 0))
-    try:
-        state = single_network(weights, weights.file)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    state = {k.removeprefix("module."): v for k, v in state.items() if k not in TORCHSCRIPT_EXTRAS}
-    load_clip_state(model, state, source=weights.file)
-    return model, weights
+    return load_clip_stage(cfg.init_from, stage="ovd", accepts=("clip", "regionclip"), hint=INIT_HINT,
+                           arch=cfg.model.arch, image_size=cfg.model.image_size,
+                           context_length=cfg.model.context_length)
 
 
 # --- data --------------------------------------------------------------------------------------------------------

@@ -79,6 +79,7 @@ from lowlabel.methods.open_vocab.common import (
     coco_root,
     instance_dataset,
     letterbox,
+    load_clip_stage,
     zero_shot_metrics,
 )
 from lowlabel.methods.open_vocab.proposals import ProposalConfig, Proposals, load_proposer, propose, sample_regions
@@ -94,14 +95,10 @@ from lowlabel.methods.open_vocab.roi import (
 )
 from lowlabel.methods.predict import predict_files
 from lowlabel.models.clip import (
-    TORCHSCRIPT_EXTRAS,
-    build_clip,
     c4_parts,
-    load_clip_state,
     prompt_embeddings,
     tokenize,
 )
-from lowlabel.models.weights import read_stage, single_network
 from lowlabel.structures import Classification
 
 TEACHER_HINT = "train one with `lowlabel train clip --config configs/clip/synth-full.yaml`"
@@ -219,22 +216,9 @@ def load_teacher(cfg: RegionCLIPConfig) -> tuple[nn.Module, Frozen]:
     if not cfg.init_from:
         raise UserError(f"regionclip: init_from is empty; name the CLIP teacher, a clip run folder ({TEACHER_HINT}) "
                         "or a CLIP weights file")
-    try:
-        weights = read_stage(cfg.init_from, stage="regionclip", accepts=("clip",))
-    except FileNotFoundError as err:
-        raise UserError(f"{err} ({TEACHER_HINT})") from None
-    model_cfg = ((weights.config or {}).get("model") or {}) if weights.method == "clip" else {}
-    arch = cfg.model.arch or model_cfg.get("arch", "")
-    if not arch:
-        raise UserError(f"{weights.file}: records no CLIP arch; set model.arch (e.g. RN50-quickgelu)")
-    model = build_clip(arch=arch, image_size=cfg.model.image_size or int(model_cfg.get("image_size") or 0),
-                       context_length=cfg.model.context_length or int(model_cfg.get("context_length") or 0))
-    try:
-        state = single_network(weights, weights.file)
-    except ValueError as err:
-        raise UserError(str(err)) from None
-    state = {k.removeprefix("module."): v for k, v in state.items() if k not in TORCHSCRIPT_EXTRAS}
-    load_clip_state(model, state, source=weights.file)
+    model, weights = load_clip_stage(cfg.init_from, stage="regionclip", accepts=("clip",), hint=TEACHER_HINT,
+                                     arch=cfg.model.arch, image_size=cfg.model.image_size,
+                                     context_length=cfg.model.context_length)
     model.requires_grad_(False).eval()
     return model, Frozen(module=model, source=str(weights.file), sha256=weights.sha256())
 
