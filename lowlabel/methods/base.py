@@ -78,6 +78,14 @@ from torch import nn
 from lowlabel.structures import IMAGENET_MEAN, IMAGENET_STD
 
 
+def unwrap_module(net: nn.Module) -> nn.Module:
+    """The module behind the engine's wrappers (Fabric and DDP keep it as ``.module``), to reach its own methods and
+    submodules."""
+    while isinstance(getattr(net, "module", None), nn.Module):
+        net = net.module
+    return net
+
+
 @dataclass
 class OptimConfig:
     """Optimizer and LR schedule. ``lr`` is the base rate; methods may scale it per parameter group."""

@@ -48,7 +48,15 @@ from lowlabel.data.io import load_rgb, to_image
 from lowlabel.data.unpaired import UnpairedImages, list_images
 from lowlabel.errors import DataError, UserError
 from lowlabel.losses.lgcl import lsgan_d_loss, lsgan_g_loss, multilayer_patch_nce, sample_patch_ids
-from lowlabel.methods.base import EvalResult, Frozen, OptimConfig, StepOutput, TrainerConfig, build_optimizer
+from lowlabel.methods.base import (
+    EvalResult,
+    Frozen,
+    OptimConfig,
+    StepOutput,
+    TrainerConfig,
+    build_optimizer,
+    unwrap_module,
+)
 from lowlabel.methods.cross_domain.common import (
     DetectionSplit,
     SplitFolders,
@@ -260,12 +268,8 @@ def build_translator(kind: Literal["plain", "attention"], cfg: TranslatorConfig)
     return ResnetGenerator(width=cfg.width, n_blocks=cfg.n_blocks)
 
 
-def plain(net: nn.Module) -> nn.Module:
-    """The module behind the engine's wrappers (Fabric and DDP keep it as ``.module``), for its submodules.
-    Phased steps average gradients themselves, so calling submodules directly is safe under DDP."""
-    while isinstance(getattr(net, "module", None), nn.Module):
-        net = net.module
-    return net
+# Phased steps average gradients themselves, so calling a wrapped network's submodules directly is safe under DDP.
+plain = unwrap_module
 
 
 def translate_any_size(translator: nn.Module, x: Tensor) -> Tensor:

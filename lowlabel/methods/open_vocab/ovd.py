@@ -68,7 +68,15 @@ from lowlabel.losses.regionclip import (
     focal_scaled_cross_entropy,
     ovd_logits,
 )
-from lowlabel.methods.base import EvalResult, Frozen, OptimConfig, StepOutput, TrainerConfig, build_optimizer
+from lowlabel.methods.base import (
+    EvalResult,
+    Frozen,
+    OptimConfig,
+    StepOutput,
+    TrainerConfig,
+    build_optimizer,
+    unwrap_module,
+)
 from lowlabel.methods.cross_domain.common import coco_results, draw_detections, image_recall, to_inclusive
 from lowlabel.methods.open_vocab.common import (
     Categories,
@@ -91,7 +99,7 @@ from lowlabel.methods.open_vocab.detection import (
     unletterbox_boxes,
 )
 from lowlabel.methods.open_vocab.proposals import ProposalConfig, Proposals, load_proposer, propose
-from lowlabel.methods.open_vocab.regionclip import _plain, freeze_batchnorm, make_student
+from lowlabel.methods.open_vocab.regionclip import freeze_batchnorm, make_student
 from lowlabel.methods.open_vocab.roi import (
     default_pool_size,
     flip_boxes,
@@ -473,7 +481,7 @@ class OVDMethod:
                       step: int) -> Iterator[StepOutput]:
         # One phase, yielded: the network's parts are called directly (not its forward), so the engine's phased path
         # averages the gradients over processes itself (as the regionclip stage).
-        cfg, net = self.config, _plain(nets["model"])
+        cfg, net = self.config, unwrap_module(nets["model"])
         freeze_batchnorm(net.clip)
         x = batch["image"]  # (B, 3, S, S)
         gt = [b.to(x.device) for b in batch["boxes"]]
@@ -506,7 +514,7 @@ class OVDMethod:
         """Detections of ``class_emb``'s classes ((C, D) unit rows) on uint8 ``(3, H, W)`` images, in their pixels:
         the trained detector, or zero-shot (``eval.zero_shot``: no box deltas, no background, see the module
         docstring)."""
-        cfg, net = self.config, _plain(nets["model"])
+        cfg, net = self.config, unwrap_module(nets["model"])
         zero_shot = cfg.eval.zero_shot != "off"
         device = class_emb.device
         props = propose(nets["proposer"], list(images), cfg.proposals)
@@ -552,7 +560,7 @@ class OVDMethod:
 
     def _evaluate_regions(self, nets: Mapping[str, nn.Module], view: ClassView, out: Path) -> EvalResult:
         """Zero-shot classification of the GT boxes (RoI features or crops), every class competing."""
-        net = _plain(nets["model"])
+        net = unwrap_module(nets["model"])
         class_emb = net.class_emb
         if self.config.eval.zero_shot_regions == "crop":  # the CLIP on letterboxed crops at its own input size
             scores = zero_shot_scores(net.clip, view, class_emb, size=self.clip_size,
@@ -571,7 +579,7 @@ class OVDMethod:
 
     def _evaluate_detections(self, nets: Mapping[str, nn.Module], view: ClassView, out: Path) -> EvalResult:
         """COCO AP50 over novel / base / all classes from one evaluation, per-class AP50, per-image recall."""
-        class_emb, cols = self.eval_classes(_plain(nets["model"]))
+        class_emb, cols = self.eval_classes(unwrap_module(nets["model"]))
         ids, names = self.categories.ids, self.categories.names
         rows: list[dict[str, Any]] = []
         per_image: list[tuple[str, float]] = []
@@ -617,7 +625,7 @@ class OVDMethod:
     def predict_batch(self, nets: Mapping[str, nn.Module], images: Sequence[Tensor]) -> list[Detections]:
         """One :class:`~lowlabel.structures.Detections` per uint8 ``(3, H, W)`` image over every class (or the novel
         ones, ``eval.categories``), in its pixels."""
-        class_emb, cols = self.eval_classes(_plain(nets["model"]))
+        class_emb, cols = self.eval_classes(unwrap_module(nets["model"]))
         names = tuple(self.categories.names)
         return [Detections(boxes=d.boxes, scores=d.scores, labels=cols[d.labels], class_names=names)
                 for d in self.detect(nets, images, class_emb)]
@@ -636,7 +644,7 @@ class OVDMethod:
             UserError: ``classes`` given but empty, a name listed twice, or a name too long for the text tower
                 (:func:`lowlabel.models.clip.check_class_names`).
         """
-        net = _plain(nets["model"])
+        net = unwrap_module(nets["model"])
         if classes is None:
             names, class_emb = list(self.categories.names), net.class_emb
         else:

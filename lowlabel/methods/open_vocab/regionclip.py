@@ -68,7 +68,15 @@ from lowlabel.losses.regionclip import (
     pseudo_concept_labels,
     region_concept_contrastive_loss,
 )
-from lowlabel.methods.base import EvalResult, Frozen, OptimConfig, StepOutput, TrainerConfig, build_optimizer
+from lowlabel.methods.base import (
+    EvalResult,
+    Frozen,
+    OptimConfig,
+    StepOutput,
+    TrainerConfig,
+    build_optimizer,
+    unwrap_module,
+)
 from lowlabel.methods.open_vocab.clip import SHAPESWORLD_TEMPLATES
 from lowlabel.methods.open_vocab.common import (
     Categories,
@@ -244,13 +252,6 @@ def freeze_batchnorm(model: nn.Module) -> None:
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
-
-
-def _plain(net: nn.Module) -> nn.Module:
-    """The module behind the engine's wrappers (Fabric and DDP keep it as ``.module``)."""
-    while isinstance(getattr(net, "module", None), nn.Module):
-        net = net.module
-    return net
 
 
 # --- data --------------------------------------------------------------------------------------------------------
@@ -519,7 +520,7 @@ class RegionCLIPMethod:
         # One phase, yielded: the student's parts are called directly (not its forward), so the engine's phased
         # path averages the gradients over processes itself (DDP's reducer only sees a module's forward; returned
         # instead of yielded, two processes end with different students: tests/.../test_regionclip_ddp.py).
-        cfg, model, teacher = self.config, _plain(nets["model"]), nets["teacher"]
+        cfg, model, teacher = self.config, unwrap_module(nets["model"]), nets["teacher"]
         freeze_batchnorm(model)
         x = batch["image"]  # (B, 3, S, S)
         boxes = self.regions(nets, batch)  # B x (R_i, 4)
@@ -560,7 +561,7 @@ class RegionCLIPMethod:
                             f"{cfg.trainer.eval_split} ones the model was built with")
         class_emb = self.class_embeddings(nets)
         kwargs = {"size": self.image_size, "pool_size": self.pool_size, "batch_size": cfg.eval.batch_size}
-        scores, counts = roi_zero_shot_scores(_plain(nets["model"]), dataset, class_emb, **kwargs)
+        scores, counts = roi_zero_shot_scores(unwrap_module(nets["model"]), dataset, class_emb, **kwargs)
         metrics, per_class = zero_shot_metrics(scores, self.categories.novel)
         if split not in self._teacher_metrics:  # the teacher never changes: once per split
             teacher_scores, _ = roi_zero_shot_scores(nets["teacher"], dataset, class_emb, **kwargs)
@@ -587,7 +588,7 @@ class RegionCLIPMethod:
 
     def _classify(self, nets: Mapping[str, nn.Module], images: Sequence[Tensor],
                   class_emb: Tensor) -> list[Classification]:
-        model = _plain(nets["model"])
+        model = unwrap_module(nets["model"])
         device = class_emb.device
         x = torch.stack([letterbox(img, self.image_size) for img in images]).to(device)  # (B, 3, S, S)
         emb = region_embeddings(model, c4_parts(model).trunk(x), whole_boxes(len(x), self.image_size, device),
