@@ -30,11 +30,9 @@ The same method measures a published CLIP instead of one it trained: with ``mode
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -52,10 +50,10 @@ from lowlabel.methods.open_vocab.common import (
     image_recall_at_k,
     instance_dataset,
     letterbox,
+    write_top_classes,
     zero_shot_metrics,
     zero_shot_scores,
 )
-from lowlabel.methods.predict import predict_files
 from lowlabel.models.clip import (
     TORCHSCRIPT_EXTRAS,
     build_clip,
@@ -228,13 +226,7 @@ class CLIPMethod:
         def classify(nets: Mapping[str, nn.Module], images: Sequence[torch.Tensor]) -> list[Classification]:
             return self._classify(nets["model"], images, class_emb)
 
-        def row(_out: Path, path: Path, _stem: str, _image: Any, pred: Classification) -> dict[str, Any]:
-            top = pred.probs.topk(min(5, len(pred.probs)))
-            return {"image": str(path), "label": pred.label, "name": names[pred.label], "score": pred.score,
-                    "top": [[names[i], v] for v, i in zip(top.values.tolist(), top.indices.tolist())]}
-
-        rows = predict_files(classify, nets, Path(inputs), Path(out), row)
-        (Path(out) / "predictions.json").write_text(json.dumps(rows, indent=1))
+        write_top_classes(classify, names, nets, inputs, out)
 
 
 def build(cfg: CLIPConfig) -> CLIPMethod:

@@ -8,7 +8,9 @@ name (ShapesWorld objects reach the image border) and the GT boxes of the region
 
 from __future__ import annotations
 
+import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,3 +348,17 @@ def load_clip_stage(init_from: str, *, stage: str, accepts: tuple[str, ...], hin
     state = {k.removeprefix("module."): v for k, v in state.items() if k not in TORCHSCRIPT_EXTRAS}
     load_clip_state(model, state, source=weights.file)
     return model, weights
+
+
+def write_top_classes(classify: Any, names: Sequence[str], nets: Any, inputs: Path, out: Path) -> None:
+    """``out/predictions.json``: the five most likely of ``names`` (with probabilities) for every image of ``inputs``,
+    ``classify(nets, images) -> list[Classification]`` deciding (the clip and regionclip stages' ``predict``)."""
+    from lowlabel.methods.predict import predict_files
+
+    def row(_out: Path, path: Path, _stem: str, _image: Any, pred: Any) -> dict[str, Any]:
+        top = pred.probs.topk(min(5, len(pred.probs)))
+        return {"image": str(path), "label": pred.label, "name": names[pred.label], "score": pred.score,
+                "top": [[names[i], v] for v, i in zip(top.values.tolist(), top.indices.tolist())]}
+
+    rows = predict_files(classify, nets, Path(inputs), Path(out), row)
+    (Path(out) / "predictions.json").write_text(json.dumps(rows, indent=1))

@@ -88,6 +88,7 @@ from lowlabel.methods.open_vocab.common import (
     instance_dataset,
     letterbox,
     load_clip_stage,
+    write_top_classes,
     zero_shot_metrics,
 )
 from lowlabel.methods.open_vocab.proposals import ProposalConfig, Proposals, load_proposer, propose, sample_regions
@@ -101,7 +102,6 @@ from lowlabel.methods.open_vocab.roi import (
     roi_zero_shot_scores,
     whole_boxes,
 )
-from lowlabel.methods.predict import predict_files
 from lowlabel.models.clip import (
     c4_parts,
     prompt_embeddings,
@@ -606,13 +606,7 @@ class RegionCLIPMethod:
         def classify(nets: Mapping[str, nn.Module], images: Sequence[Tensor]) -> list[Classification]:
             return self._classify(nets, images, class_emb)
 
-        def row(_out: Path, path: Path, _stem: str, _image: Any, pred: Classification) -> dict[str, Any]:
-            top = pred.probs.topk(min(5, len(pred.probs)))
-            return {"image": str(path), "label": pred.label, "name": names[pred.label], "score": pred.score,
-                    "top": [[names[i], v] for v, i in zip(top.values.tolist(), top.indices.tolist())]}
-
-        rows = predict_files(classify, nets, Path(inputs), Path(out), row)
-        (Path(out) / "predictions.json").write_text(json.dumps(rows, indent=1))
+        write_top_classes(classify, names, nets, inputs, out)
 
 
 def build(cfg: RegionCLIPConfig) -> RegionCLIPMethod:
