@@ -98,7 +98,7 @@ from lowlabel.methods.open_vocab.detection import (
     select_detections,
     unletterbox_boxes,
 )
-from lowlabel.methods.open_vocab.proposals import ProposalConfig, Proposals, load_proposer, propose
+from lowlabel.methods.open_vocab.proposals import ProposalConfig, Proposals, cached_proposals, load_proposer, propose
 from lowlabel.methods.open_vocab.regionclip import freeze_batchnorm, make_student
 from lowlabel.methods.open_vocab.roi import (
     default_pool_size,
@@ -465,15 +465,11 @@ class OVDMethod:
     def _train_proposals(self, nets: Mapping[str, nn.Module], batch: Mapping[str, Any]) -> list[Tensor]:
         """Each image's proposals in its letterboxed (and possibly flipped) frame, cached per image unless
         ``data.cache_proposals`` is off."""
-        cache = self._proposals if self.config.data.cache_proposals else {}
-        todo = [i for i, key in enumerate(batch["key"]) if key not in cache]
-        if todo:
-            found = propose(nets["proposer"], [batch["raw"][i] for i in todo], self.config.proposals)
-            for i, props in zip(todo, found):
-                cache[batch["key"][i]] = Proposals(props.boxes.cpu(), props.scores.cpu())
+        found = cached_proposals(nets["proposer"], batch["key"], batch["raw"], self.config.proposals,
+                                 self._proposals if self.config.data.cache_proposals else {})
         device, out = batch["image"].device, []
-        for key, raw, flipped in zip(batch["key"], batch["raw"], batch["flip"]):
-            boxes = letterbox_boxes(cache[key].boxes, tuple(raw.shape[-2:]), self.image_size).to(device)
+        for props, raw, flipped in zip(found, batch["raw"], batch["flip"]):
+            boxes = letterbox_boxes(props.boxes, tuple(raw.shape[-2:]), self.image_size).to(device)
             out.append(flip_boxes(boxes, self.image_size) if flipped else boxes)
         return out
 

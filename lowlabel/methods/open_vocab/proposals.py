@@ -33,7 +33,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
@@ -161,6 +161,17 @@ def propose(detector: nn.Module, images: Sequence[Tensor], cfg: ProposalConfig) 
         keep = nms(b, p, cfg.nms_thresh)[: cfg.post_nms_top_n]  # indices by descending score
         out.append(Proposals(boxes=b[keep].float(), scores=p[keep].float()))
     return out
+
+
+def cached_proposals(detector: nn.Module, keys: Sequence[Any], images: Sequence[Tensor], cfg: ProposalConfig,
+                     cache: dict[Any, Proposals]) -> list[Proposals]:
+    """Each image's proposals (on the CPU), taken from ``cache`` by its key, or proposed (:func:`propose`, the missing
+    images in one call) and stored there. Pass a fresh dict to propose every time."""
+    todo = [i for i, key in enumerate(keys) if key not in cache]
+    if todo:
+        for i, props in zip(todo, propose(detector, [images[i] for i in todo], cfg)):
+            cache[keys[i]] = Proposals(props.boxes.cpu(), props.scores.cpu())
+    return [cache[key] for key in keys]
 
 
 def sample_regions(proposals: Proposals, k: int, generator: torch.Generator | None = None) -> Proposals:

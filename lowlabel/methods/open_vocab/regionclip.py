@@ -91,7 +91,13 @@ from lowlabel.methods.open_vocab.common import (
     write_top_classes,
     zero_shot_metrics,
 )
-from lowlabel.methods.open_vocab.proposals import ProposalConfig, Proposals, load_proposer, propose, sample_regions
+from lowlabel.methods.open_vocab.proposals import (
+    ProposalConfig,
+    Proposals,
+    cached_proposals,
+    load_proposer,
+    sample_regions,
+)
 from lowlabel.methods.open_vocab.roi import (
     default_pool_size,
     flip_boxes,
@@ -503,15 +509,11 @@ class RegionCLIPMethod:
         if "boxes" in batch:
             boxes = [b.to(device) for b in batch["boxes"]]
         else:
-            cache = self._proposals if self.config.data.cache_proposals else {}
-            todo = [i for i, key in enumerate(batch["key"]) if key not in cache]
-            if todo:
-                found = propose(nets["proposer"], [batch["raw"][i] for i in todo], self.config.proposals)
-                for i, props in zip(todo, found):
-                    cache[batch["key"][i]] = Proposals(props.boxes.cpu(), props.scores.cpu())
+            found = cached_proposals(nets["proposer"], batch["key"], batch["raw"], self.config.proposals,
+                                     self._proposals if self.config.data.cache_proposals else {})
             boxes = []
-            for key, raw in zip(batch["key"], batch["raw"]):
-                picked = sample_regions(cache[key], self.config.proposals.num_sampled)
+            for props, raw in zip(found, batch["raw"]):
+                picked = sample_regions(props, self.config.proposals.num_sampled)
                 boxes.append(letterbox_boxes(picked.boxes, tuple(raw.shape[-2:]), size).to(device))
         return [flip_boxes(b, size) if flipped else b for b, flipped in zip(boxes, batch["flip"])]
 

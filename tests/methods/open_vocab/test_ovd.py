@@ -19,6 +19,7 @@ from lowlabel.errors import DataError, UserError
 from lowlabel.losses.regionclip import ovd_logits
 from lowlabel.methods.base import OptimConfig, TrainerConfig
 from lowlabel.methods.open_vocab import ovd
+from lowlabel.methods.open_vocab import proposals as proposals_module
 from lowlabel.methods.open_vocab.proposals import propose
 from tests.methods.open_vocab.coco_fake import write_coco
 from tests.methods.open_vocab.ovd_fake import write_rpn_run
@@ -252,13 +253,13 @@ def test_cli_predict_classes(files: dict[str, Path], tmp_path: Path, one_thread:
 def test_proposals_cached_per_train_image(cache: bool, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch,
                                           one_thread: None) -> None:
     calls: list[int] = []
-    real = ovd.propose
+    real = proposals_module.propose
 
     def counting(detector: torch.nn.Module, images: list, cfg: object) -> list:
         calls.append(len(images))
         return real(detector, images, cfg)
 
-    monkeypatch.setattr(ovd, "propose", counting)
+    monkeypatch.setattr(proposals_module, "propose", counting)  # what cached_proposals calls
     cfg = config(files)
     cfg.data = dataclasses.replace(cfg.data, cache_proposals=cache, flip=True)
     method = ovd.build(cfg)

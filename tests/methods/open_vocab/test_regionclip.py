@@ -17,6 +17,7 @@ from PIL import Image
 from lowlabel.errors import DataError, UserError
 from lowlabel.losses.regionclip import extract_concepts
 from lowlabel.methods.base import OptimConfig, TrainerConfig
+from lowlabel.methods.open_vocab import proposals as proposals_module
 from lowlabel.methods.open_vocab import regionclip as rc
 from lowlabel.methods.open_vocab.proposals import Proposals
 from lowlabel.models.clip import build_clip
@@ -109,7 +110,7 @@ def test_proposals_are_computed_once_per_image_and_letterboxed(cache: bool, file
         return [Proposals(torch.tensor([[0.0, 0.0, 12.0, 10.0], [24.0, 20.0, 48.0, 40.0]]), torch.tensor([0.9, 0.5]))
                 for _ in images]
 
-    monkeypatch.setattr(rc, "propose", propose)
+    monkeypatch.setattr(proposals_module, "propose", propose)  # what cached_proposals calls
     batch = batch_of(method)
     nets = {"proposer": torch.nn.Identity()}
     first, again = method.regions(nets, batch), method.regions(nets, batch)
