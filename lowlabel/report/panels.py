@@ -137,11 +137,67 @@ def detection_tile(title: str, image: np.ndarray, gt: Any, pred: Any, scores: An
 
 
 def draw_detection(sample: Mapping[str, Any]) -> Panel:
-    """The image with GT boxes and the detections scoring >= 0.5 (``detector``)."""
+    """The image with GT boxes and the detections scoring >= 0.5 (``detector``). A sample with ``novel_classes``
+    (one flag per entry of ``class_names``, open-vocabulary ``ovd``) is drawn by :func:`draw_open_vocab`."""
+    if sample.get("novel_classes") is not None:
+        return draw_open_vocab(sample)
     tile = detection_tile("detections", sample["image"], sample.get("gt_boxes"), sample.get("pred_boxes"),
                           sample.get("pred_scores"))
     legend = [("GT box", GT_COLOR), (f"detection (score >= {DETECTION_MIN_SCORE})", PRED_COLOR)]
     return Panel(tiles=[tile], legend=legend, caption=sample_caption(sample))
+
+
+NOVEL_GT_COLOR: RGB = (255, 200, 0)
+NOVEL_PRED_COLOR: RGB = (230, 0, 230)
+
+
+def draw_open_vocab(sample: Mapping[str, Any]) -> Panel:
+    """Open-vocabulary detections with the novel classes (no training box) highlighted: base GT green, novel GT
+    gold, detections (score >= 0.5) red for a base class and magenta for a novel one, each named with its score.
+    ``gt_labels`` / ``pred_labels`` index ``class_names`` (0-based) and ``novel_classes`` flags them."""
+    names = [str(n) for n in np.asarray(sample.get("class_names", [])).reshape(-1).tolist()]
+    novel = np.asarray(sample["novel_classes"], dtype=bool).reshape(-1)
+    big, scale = _upscale(_rgb(sample["image"]))
+    gt, gt_labels = _boxes_and_labels(sample, "gt")
+    pred, pred_labels = _boxes_and_labels(sample, "pred")
+    scores = np.asarray(sample.get("pred_scores", np.ones(len(pred))), dtype=np.float64).reshape(-1)
+    keep = scores >= DETECTION_MIN_SCORE
+    pred, pred_labels, scores = pred[keep], pred_labels[keep], scores[keep]
+
+    def is_novel(labels: np.ndarray) -> np.ndarray:
+        return np.array([0 <= k < len(novel) and bool(novel[k]) for k in labels.tolist()], dtype=bool)
+
+    gt_novel, pred_novel = is_novel(gt_labels), is_novel(pred_labels)
+    for boxes, flags, colors in ((gt, gt_novel, (GT_COLOR, NOVEL_GT_COLOR)),
+                                 (pred, pred_novel, (PRED_COLOR, NOVEL_PRED_COLOR))):
+        big = draw_boxes(big, boxes[~flags] * scale, colors[0], scale=scale)
+        big = draw_boxes(big, boxes[flags] * scale, colors[1], scale=scale)
+    pil = Image.fromarray(big)
+    draw = ImageDraw.Draw(pil)
+    inset = max(2, scale // 2) + 1  # inside the outline
+    for (x0, y0, _, _), label, score, flag in zip(pred * scale, pred_labels.tolist(), scores.tolist(), pred_novel):
+        text, at = f"{_class_name(label, names)} {score:.2f}", (x0 + inset, y0 + inset)
+        draw.rectangle(draw.textbbox(at, text), fill=(0, 0, 0))  # readable on any scene
+        draw.text(at, text, fill=NOVEL_PRED_COLOR if flag else PRED_COLOR)
+    legend = [("GT box, base class", GT_COLOR), ("GT box, novel class", NOVEL_GT_COLOR),
+              (f"detection of a base class (score >= {DETECTION_MIN_SCORE})", PRED_COLOR),
+              (f"detection of a novel class (score >= {DETECTION_MIN_SCORE})", NOVEL_PRED_COLOR)]
+    caption = sample_caption(sample)
+    present = sorted({_class_name(k, names) for k in gt_labels[gt_novel].tolist()})
+    found = sorted({_class_name(k, names) for k in pred_labels[pred_novel].tolist()})
+    caption += f" · novel in the image: {', '.join(present) or 'none'} · novel detected: {', '.join(found) or 'none'}"
+    return Panel(tiles=[Tile("open-vocabulary detections", np.asarray(pil))], legend=legend, caption=caption)
+
+
+def _boxes_and_labels(sample: Mapping[str, Any], prefix: str) -> tuple[np.ndarray, np.ndarray]:
+    """``<prefix>_boxes`` (N, 4) and ``<prefix>_labels`` (N,) of a sample (empty when absent)."""
+    boxes = sample.get(f"{prefix}_boxes")
+    boxes = np.asarray(boxes if boxes is not None else np.zeros((0, 4)), dtype=np.float64).reshape(-1, 4)
+    labels = sample.get(f"{prefix}_labels")
+    labels = np.asarray(labels if labels is not None else np.full(len(boxes), -1), dtype=np.int64).reshape(-1)
+    if len(labels) != len(boxes):
+        raise ValueError(f"sample {sample.get('image_id', '')}: {len(boxes)} {prefix} boxes but {len(labels)} labels")
+    return boxes, labels
 
 
 def draw_translation(sample: Mapping[str, Any]) -> Panel:
@@ -205,7 +261,7 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, color: RGB, *, scale: int =
 def _class_name(cid: int, names: list[str]) -> str:
     if cid == IGNORE_INDEX:
         return "ignore"
-    return names[cid] if cid < len(names) else f"class {cid}"
+    return names[cid] if 0 <= cid < len(names) else f"class {cid}"
 
 
 def _rgb(image: Any) -> np.ndarray:

@@ -118,3 +118,27 @@ def test_detection_panel() -> None:
               "gt_boxes": np.zeros((0, 4)), "pred_boxes": np.array([[1.0, 1.0, 9.0, 9.0]]), "pred_scores": [0.7]}
     panel = draw_panel(sample)
     assert tuple(panel.tiles[0].image[4, 4 * 5]) == (255, 40, 40)
+
+
+def test_open_vocab_panel_highlights_novel_classes() -> None:
+    grey = np.full((40, 50, 3), 100, dtype=np.uint8)  # upscale factor 4
+    sample = {"kind": "detection", "image_id": "o1", "image": grey,
+              "gt_boxes": np.array([[5.0, 6.0, 20.0, 30.0], [30.0, 5.0, 45.0, 35.0]]), "gt_labels": np.array([0, 2]),
+              "pred_boxes": np.array([[5.0, 6.0, 20.0, 30.0], [31.0, 6.0, 44.0, 34.0], [1.0, 1.0, 3.0, 3.0]]),
+              "pred_labels": np.array([0, 2, 1]), "pred_scores": np.array([0.9, 0.8, 0.3]),
+              "class_names": np.array(["cat", "dog", "zebra"]), "novel_classes": np.array([False, False, True])}
+    panel = draw_panel(sample)
+    img = panel.tiles[0].image
+    s = 4
+    # Base GT box 0 lies under its own (base, red) detection; the novel GT box [30, 5, 45, 35] is gold on its right
+    # edge and the novel detection [31, 6, 44, 34] inside it magenta.
+    assert tuple(img[6 * s, 5 * s]) == panels.PRED_COLOR
+    assert tuple(img[20 * s, 45 * s + 3]) == panels.NOVEL_GT_COLOR
+    assert tuple(img[20 * s, 44 * s + 3]) == panels.NOVEL_PRED_COLOR
+    assert tuple(img[2 * s, 2 * s]) == (100, 100, 100)  # the 0.3 detection is not drawn
+    assert "novel in the image: zebra" in panel.caption and "novel detected: zebra" in panel.caption
+    assert [name for name, _ in panel.legend][1] == "GT box, novel class"
+    plain = draw_panel({k: v for k, v in sample.items() if k != "novel_classes"})  # the closed-set detector panel
+    assert tuple(plain.tiles[0].image[20 * s, 44 * s + 3]) == panels.PRED_COLOR
+    with pytest.raises(ValueError, match="2 gt boxes but 1 labels"):
+        draw_panel({**sample, "gt_labels": np.array([0])})
