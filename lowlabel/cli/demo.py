@@ -25,10 +25,21 @@ DATA_ROOT = "synth:quick"
 DATA_KINDS = ("wsol", "voc", "davis", "coco", "domains", "pretrain")  # what the methods with a quick config read
 DEFAULT_ESTIMATES = {"data": 30.0, "train": 150.0, "report": 20.0}  # seconds, before any timing is known
 TIMINGS_FILE = "timings.json"
-# Later stages of multi-stage methods: stage -> the method whose run it starts from, passed as ``--init_from`` or as
-# the flag of STAGE_FLAGS (the translators take the source detector's run as their frozen ``--detector``).
-STAGES = {"seg": "sipe", "contrastcorr": "contrastcorr_ae", "cut": "detector", "lgcl": "detector"}
-STAGE_FLAGS = {"cut": "--detector", "lgcl": "--detector"}
+# Later stages of multi-stage methods: stage -> the (flag, earlier run) pairs it starts from, each passed as
+# ``flag <earlier run folder>`` (the translators take the source detector's run as their frozen ``--detector``;
+# regionclip and ovd read the class-agnostic RPN's proposals). A stage trains after its earlier runs and is skipped
+# when one of them failed.
+STAGES: dict[str, tuple[tuple[str, str], ...]] = {
+    "seg": (("--init_from", "sipe"),),
+    "contrastcorr": (("--init_from", "contrastcorr_ae"),),
+    "cut": (("--detector", "detector"),),
+    "lgcl": (("--detector", "detector"),),
+    "regionclip": (("--init_from", "clip"), ("--proposals.source", "coco-rpn")),
+    "ovd": (("--init_from", "regionclip"), ("--proposals.source", "coco-rpn")),
+}
+# Earlier runs that are not a method's own synth-quick run: name -> (method, config under configs/). Trained when a
+# selected stage needs them.
+HELPER_RUNS: dict[str, tuple[str, str]] = {"coco-rpn": ("detector", "detector/coco-rpn-synth-quick.yaml")}
 
 
 @dataclass
@@ -38,8 +49,13 @@ class DemoRun:
     method: str
     config: Path
     run_dir: Path
-    init_from: DemoRun | None = None  # the earlier stage's run, for a later stage (``--init_from`` or STAGE_FLAGS)
+    inputs: tuple[tuple[str, DemoRun], ...] = ()  # a later stage's (flag, earlier run) pairs (:data:`STAGES`)
     extra: tuple[str, ...] = ()  # more `train` arguments: a baseline that is the method with a part switched off
+
+    @property
+    def earlier(self) -> list[DemoRun]:
+        """The runs this one starts from."""
+        return [r for _, r in self.inputs]
 
     @property
     def name(self) -> str:
@@ -102,52 +118,72 @@ def default_reference_dir() -> Path | None:
 
 def discover_runs(out: Path, *, configs_dir: Path | None = None, only: Sequence[str] | None = None) -> list[DemoRun]:
     """Every method of ``METHODS`` that has ``<configs>/<method>/synth-quick.yaml``: baselines first, then the
-    methods, then the later stages of :data:`STAGES` (baselines first again), each after and started from its earlier
-    stage's run.
+    methods, then the later stages of :data:`STAGES` (baselines first again), each after the runs it starts from
+    (a method's or a :data:`HELPER_RUNS` one). A baseline that is the method switched off or started from another
+    stage trains right before the method.
 
     Raises:
         UserError: ``only`` names a method that is unknown or has no quick config, or nothing is available.
     """
     from lowlabel.errors import UserError
     from lowlabel.methods import METHODS
-    from lowlabel.report.comparisons import BASELINE_SWITCHES, BASELINES
+    from lowlabel.report.comparisons import BASELINE_INITS, BASELINE_SWITCHES, BASELINES
 
     configs_dir = configs_dir or default_configs_dir()
     available = [m for m in METHODS if (configs_dir / m / CONFIG_NAME).is_file()]
+    helpers = {name: (method, configs_dir / config) for name, (method, config) in HELPER_RUNS.items()
+               if method in METHODS and (configs_dir / config).is_file()}
+
+    def needs(m: str) -> list[str]:  # the methods' runs a stage starts from (helper runs come along by themselves)
+        return [name for _, name in STAGES.get(m, ()) if name not in helpers]
+
     if only:
         missing = [m for m in only if m not in available]
         if missing:
             raise UserError(f"--methods: no {configs_dir}/<method>/{CONFIG_NAME} for {', '.join(missing)} "
                             f"(available: {', '.join(available) or 'none'})")
-        orphans = [m for m in only if m in STAGES and STAGES[m] not in only]
-        if orphans:
-            raise UserError(f"--methods: {orphans[0]} starts from a {STAGES[orphans[0]]} run; add {STAGES[orphans[0]]}")
+        for m in only:
+            absent = [name for name in needs(m) if name not in only]
+            if absent:
+                raise UserError(f"--methods: {m} starts from a {absent[0]} run; add {absent[0]}")
         available = [m for m in available if m in only]
-    available = [m for m in available if m not in STAGES or STAGES[m] in available]
+    # A stage whose earlier runs cannot be made is left out (iterated: a stage may start from another stage).
+    while True:
+        kept = [m for m in available if all(n in available or n in helpers for _, n in STAGES.get(m, ()))]
+        if kept == available:
+            break
+        available = kept
     if not available:
         raise UserError(f"no method has a {configs_dir}/<method>/{CONFIG_NAME}; nothing to run")
-    baselines = set(BASELINES.values())
+    baselines = set(BASELINES.values()) | {init for _, init in BASELINE_INITS.values()}
     firsts = [m for m in available if m not in STAGES]
     later = [m for m in available if m in STAGES]
     runs: dict[str, DemoRun] = {}
     for m in [m for m in firsts if m in baselines] + [m for m in firsts if m not in baselines]:
         runs[m] = DemoRun(method=m, config=configs_dir / m / CONFIG_NAME, run_dir=out / m)
+    for name, (method, config) in helpers.items():
+        if any(n == name for m in later for _, n in STAGES[m]):
+            runs[name] = DemoRun(method=method, config=config, run_dir=out / name)
     pending = [m for m in later if m in baselines] + [m for m in later if m not in baselines]
-    while pending:  # a stage once its earlier stage has a run (a stage may start from another stage)
-        ready = [m for m in pending if STAGES[m] in runs]
+    while pending:  # a stage once its earlier runs are placed (a stage may start from another stage)
+        ready = [m for m in pending if all(n in runs for _, n in STAGES[m])]
         if not ready:
             raise UserError(f"demo stages {pending} start from one another in a cycle")
         for m in ready:
             runs[m] = DemoRun(method=m, config=configs_dir / m / CONFIG_NAME, run_dir=out / m,
-                              init_from=runs[STAGES[m]])
+                              inputs=tuple((flag, runs[n]) for flag, n in STAGES[m]))
         pending = [m for m in pending if m not in ready]
     out_runs: list[DemoRun] = []
-    for m, run in runs.items():  # a switched-off baseline (BASELINE_SWITCHES) trains right before its method
+    for m, run in runs.items():  # a method's own baseline trains right before it
         if m in BASELINE_SWITCHES:
             label, values = BASELINE_SWITCHES[m]
             extra = tuple(w for key, value in values.items() for w in (f"--{key}", json.dumps(value)))
             out_runs.append(DemoRun(method=m, config=run.config, run_dir=out / f"{m}-{label}",
-                                    init_from=run.init_from, extra=extra))
+                                    inputs=run.inputs, extra=extra))
+        elif m in BASELINE_INITS and BASELINE_INITS[m][1] in runs:
+            label, init = BASELINE_INITS[m]
+            inputs = tuple((flag, runs[init] if flag == "--init_from" else r) for flag, r in run.inputs)
+            out_runs.append(DemoRun(method=m, config=run.config, run_dir=out / f"{m}-{label}", inputs=inputs))
         out_runs.append(run)
     return out_runs
 
@@ -156,8 +192,8 @@ def subprocess_runner(run: DemoRun, overrides: Sequence[str], log_path: Path) ->
     """Train ``run`` with ``python -m lowlabel.cli.main train`` in a child process; its output goes to ``log_path``."""
     cmd = [sys.executable, "-m", "lowlabel.cli.main", "train", run.method, "--config", str(run.config),
            "--run-dir", str(run.run_dir), *run.extra, *overrides]
-    if run.init_from is not None:
-        cmd += [STAGE_FLAGS.get(run.method, "--init_from"), str(run.init_from.run_dir)]
+    for flag, earlier in run.inputs:
+        cmd += [flag, str(earlier.run_dir)]
     if (run.run_dir / "checkpoints").is_dir():
         cmd += ["--resume", "auto"]
     log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -198,9 +234,10 @@ def run_demo(
     timings["data:ShapesWorld quick"] = st.seconds
     failed: list[DemoRun] = []
     for r in todo:
-        if r.init_from is not None and r.init_from in failed:
+        lost = [e for e in r.earlier if e in failed]
+        if lost:
             failed.append(r)
-            progress.note(f"{r.name} skipped: it starts from the {r.init_from.name} run, which failed")
+            progress.note(f"{r.name} skipped: it starts from the {lost[0].name} run, which failed")
             continue
         with progress.stage("train", r.name) as st:
             code = runner(r, overrides, r.run_dir / "train.log")

@@ -61,7 +61,7 @@ def test_discover_orders_baselines_first(tmp_path: Path, monkeypatch: pytest.Mon
     assert [r.method for r in runs] == ["cam", "da_wsol", "sipe", "seg"]  # a later stage after its earlier one
     assert runs[0].run_dir == tmp_path / "out" / "cam"
     assert runs[0].config == configs / "cam" / "synth-quick.yaml"
-    assert runs[3].init_from is runs[2] and runs[2].init_from is None
+    assert runs[3].inputs == (("--init_from", runs[2]),) and runs[2].inputs == ()
     assert [r.method for r in discover_runs(tmp_path / "o", configs_dir=configs, only=["sipe"])] == ["sipe"]
     with pytest.raises(UserError, match="seg starts from a sipe run; add sipe"):
         discover_runs(tmp_path / "o", configs_dir=configs, only=["seg"])
@@ -81,8 +81,8 @@ def test_translators_start_from_the_detector_run(tmp_path: Path, monkeypatch: py
     order = list(runs)
     assert order.index("detector") < order.index("cut") < order.index("lgcl")  # the baseline cut before lgcl
     assert order.index("contrastcorr_ae") < order.index("contrastcorr")
-    assert runs["cut"].init_from is runs["lgcl"].init_from is runs["detector"]
-    assert runs["contrastcorr"].init_from is runs["contrastcorr_ae"] and runs["detector"].init_from is None
+    assert runs["cut"].earlier == runs["lgcl"].earlier == [runs["detector"]]
+    assert runs["contrastcorr"].earlier == [runs["contrastcorr_ae"]] and runs["detector"].inputs == ()
     with pytest.raises(UserError, match="lgcl starts from a detector run; add detector"):
         discover_runs(tmp_path / "o", configs_dir=configs, only=["lgcl"])
     seen: list[list[str]] = []
@@ -167,7 +167,7 @@ def test_later_stage_starts_from_its_earlier_run(tmp_path: Path, monkeypatch: py
     """seg gets ``--init_from <sipe run>``, and is skipped when the sipe run failed."""
     out = tmp_path / "demo"
     sipe = DemoRun("sipe", tmp_path / "s.yaml", out / "sipe")
-    seg = DemoRun("seg", tmp_path / "g.yaml", out / "seg", init_from=sipe)
+    seg = DemoRun("seg", tmp_path / "g.yaml", out / "seg", inputs=(("--init_from", sipe),))
     stream = io.StringIO()
     runner = FakeRunner(fail=["sipe"])
     assert run_demo([sipe, seg], out=out, runner=runner, data=lambda: None, stream=stream) == 1
@@ -248,7 +248,7 @@ def test_a_switched_off_baseline_trains_before_its_method(tmp_path: Path, monkey
     runs = discover_runs(tmp_path / "out", configs_dir=configs)
     assert [r.name for r in runs] == ["contrastcorr_ae", "contrastcorr-intra-only", "contrastcorr"]
     ae, intra, full = runs
-    assert intra.method == full.method == "contrastcorr" and intra.init_from is full.init_from is ae
+    assert intra.method == full.method == "contrastcorr" and intra.earlier == full.earlier == [ae]
     assert intra.config == full.config and (intra.extra, full.extra) == (("--contrastcorr.use_inter", "false"), ())
     seen: list[list[str]] = []
     monkeypatch.setattr(demo.subprocess, "run", lambda c, **_: seen.append(c) or subprocess.CompletedProcess(c, 0))
@@ -260,3 +260,38 @@ def test_a_switched_off_baseline_trains_before_its_method(tmp_path: Path, monkey
     assert run_demo(runs, out=tmp_path / "out", runner=FakeRunner(fail=["contrastcorr_ae"]), data=lambda: None,
                     stream=stream) == 1
     assert "contrastcorr-intra-only skipped: it starts from the contrastcorr_ae run" in stream.getvalue()
+
+
+def test_open_vocab_stages_read_the_rpn_run_and_the_teacher_init_baseline(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """regionclip starts from the clip run and the class-agnostic RPN (a detector run of its own config), ovd from the
+    regionclip run and the same RPN; ovd's baseline (BASELINE_INITS) is the same transfer from the clip run, trained
+    right before it. Without a coco-rpn config the two stages are left out."""
+    monkeypatch.setattr("lowlabel.methods.METHODS", {m: "x" for m in ("cam", "detector", "clip", "regionclip", "ovd")})
+    configs = write_configs(tmp_path / "configs", ["cam", "detector", "clip", "regionclip", "ovd"])
+    assert [r.name for r in discover_runs(tmp_path / "out", configs_dir=configs)] == ["cam", "clip", "detector"]
+    (configs / "detector" / "coco-rpn-synth-quick.yaml").write_text("trainer:\n  max_steps: 2\n")
+    runs = discover_runs(tmp_path / "out", configs_dir=configs)
+    assert [r.name for r in runs] == ["cam", "clip", "detector", "coco-rpn", "regionclip", "ovd-teacher-init", "ovd"]
+    by = {r.name: r for r in runs}
+    rpn = by["coco-rpn"]
+    assert rpn.method == "detector" and rpn.config == configs / "detector" / "coco-rpn-synth-quick.yaml"
+    assert by["regionclip"].inputs == (("--init_from", by["clip"]), ("--proposals.source", rpn))
+    assert by["ovd"].inputs == (("--init_from", by["regionclip"]), ("--proposals.source", rpn))
+    assert by["ovd-teacher-init"].method == "ovd"
+    assert by["ovd-teacher-init"].inputs == (("--init_from", by["clip"]), ("--proposals.source", rpn))
+    with pytest.raises(UserError, match="ovd starts from a regionclip run; add regionclip"):
+        discover_runs(tmp_path / "o", configs_dir=configs, only=["clip", "ovd"])
+    assert [r.name for r in discover_runs(tmp_path / "o", configs_dir=configs, only=["clip", "regionclip"])] == [
+        "clip", "coco-rpn", "regionclip"]  # the helper run comes along
+    seen: list[list[str]] = []
+    monkeypatch.setattr(demo.subprocess, "run", lambda c, **_: seen.append(c) or subprocess.CompletedProcess(c, 0))
+    demo.subprocess_runner(by["ovd-teacher-init"], [], tmp_path / "ovd.log")
+    assert seen[0][seen[0].index("--run-dir"):] == [
+        "--run-dir", str(tmp_path / "out" / "ovd-teacher-init"), "--init_from", str(tmp_path / "out" / "clip"),
+        "--proposals.source", str(tmp_path / "out" / "coco-rpn")]
+    stream = io.StringIO()
+    assert run_demo(runs, out=tmp_path / "out", runner=FakeRunner(fail=["detector"]), data=lambda: None,
+                    stream=stream) == 1  # the RPN is a detector run: every open-vocabulary stage is skipped
+    assert "regionclip skipped: it starts from the coco-rpn run, which failed" in stream.getvalue()
+    assert "ovd skipped: it starts from the regionclip run, which failed" in stream.getvalue()

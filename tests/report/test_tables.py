@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from html.parser import HTMLParser
 
 import pytest
 
-from lowlabel.report.comparisons import build_comparisons, lower_is_better, metric_order
+from lowlabel.report.comparisons import build_comparisons, init_method, lower_is_better, metric_order
 from lowlabel.report.runs import group_runs, load_run
 from lowlabel.report.tables import (
     Stat,
@@ -153,3 +154,24 @@ def test_a_switched_off_variant_of_the_method_is_its_baseline(fake_run) -> None:
     (baseline_only,) = build_comparisons(group_runs(runs[1:]))  # the intra-only run is never shown as the method
     assert baseline_only.method == [] and [g.runs[0].name for g in baseline_only.baseline] == ["cc-intra"]
     assert headlines([baseline_only]) == []
+
+
+def test_a_stage_started_from_the_teacher_is_its_baseline(fake_run, tmp_path) -> None:
+    """RegionCLIP's detection transfer from the CLIP teacher is the baseline of the one from the student: told apart by
+    the method of the run ``init_from`` names (absolute, or relative to the env.json ``cwd`` of the training)."""
+    teacher = fake_run("teacher", method="clip", metrics={"region_acc": 30.0})
+    student = fake_run("student", method="regionclip", metrics={"region_acc": 35.0})
+    for folder, method in ((teacher, "clip"), (student, "regionclip")):
+        (folder / "env.json").write_text(json.dumps({"method": method}))
+    ovd = fake_run("ovd", method="ovd", metrics={"AP50_novel": 20.0}, config_extra={"init_from": str(student)})
+    base = fake_run("ovd-teacher-init", method="ovd", metrics={"AP50_novel": 12.0},
+                    config_extra={"init_from": "runs/teacher/checkpoints/last.ckpt"})
+    (base / "env.json").write_text(json.dumps({"cwd": str(tmp_path)}))
+    runs = [load_run(p) for p in (ovd, base)]
+    assert [init_method(r) for r in runs] == ["regionclip", "clip"]
+    (comp,) = build_comparisons(group_runs(runs))
+    assert comp.title == "ovd vs teacher-init"
+    assert [g.runs[0].name for g in comp.baseline] == ["ovd-teacher-init"]
+    assert [g.runs[0].name for g in comp.method] == ["ovd"]
+    (base / "env.json").write_text("{}")  # the relative path cannot be resolved: not known to be the baseline
+    assert init_method(load_run(base)) == ""
