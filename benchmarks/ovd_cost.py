@@ -39,6 +39,25 @@ def cpu() -> float:
     return times.user + times.system
 
 
+def write_rpn_run(folder: Path, config: Path, **model: object) -> Path:
+    """A ``detector`` run folder holding a random class-agnostic RPN built from ``config`` (``model`` changes its
+    model section)."""
+    import torch
+
+    from lowlabel.engine.config import config_to_dict, load_config_file
+    from lowlabel.methods.cross_domain import detector
+    from lowlabel.models.weights import CHECKPOINT_FORMAT
+
+    cfg = load_config_file(detector.CONFIG, config)
+    cfg.data = dataclasses.replace(cfg.data, root="", classes=["object"])
+    cfg.model = dataclasses.replace(cfg.model, **model)
+    rpn = detector.build(cfg)
+    (folder / "checkpoints").mkdir(parents=True)
+    torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "method": "detector", "config": config_to_dict(rpn.config),
+                "nets": {"detector": rpn.model.state_dict()}}, folder / "checkpoints" / "last.ckpt")
+    return folder
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "ovd" / "synth-full.yaml"))
@@ -50,25 +69,17 @@ def main() -> None:
     import torch
 
     from lowlabel.data.synth import generate
-    from lowlabel.engine.config import config_to_dict, load_config_file
+    from lowlabel.engine.config import load_config_file
     from lowlabel.engine.frozen import frozen_networks, merge_nets
     from lowlabel.engine.loop import evaluate_nets
-    from lowlabel.methods.cross_domain import detector
     from lowlabel.methods.open_vocab import ovd
-    from lowlabel.models.weights import CHECKPOINT_FORMAT
     from tests.methods.open_vocab.test_regionclip import write_clip_run
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     tmp = Path(tempfile.mkdtemp(prefix="ovd-cost-"))
     generate(tmp / "synth", preset="quick", seed=0, workers=1, kinds=["coco"], overwrite=False, verbose=False)
-    det_cfg = load_config_file(detector.CONFIG, ROOT / "configs" / "detector" / "coco-rpn-synth-full.yaml")
-    det_cfg.data = dataclasses.replace(det_cfg.data, root="", classes=["object"])
-    rpn = detector.build(det_cfg)
-    (tmp / "rpn" / "checkpoints").mkdir(parents=True)
-    torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "method": "detector", "config": config_to_dict(rpn.config),
-                "nets": {"detector": rpn.model.state_dict()}}, tmp / "rpn" / "checkpoints" / "last.ckpt")
-
+    write_rpn_run(tmp / "rpn", ROOT / "configs" / "detector" / "coco-rpn-synth-full.yaml")
     cfg = load_config_file(ovd.CONFIG, Path(args.config))
     cfg.data = dataclasses.replace(cfg.data, root=str(tmp / "synth" / "coco"))
     cfg.init_from = str(write_clip_run(tmp / "clip", args.arch, image_size=96))

@@ -32,12 +32,7 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # tests.methods.open_vocab: the clip-run writer
-
-
-def cpu() -> float:
-    times = os.times()
-    return times.user + times.system
+sys.path.insert(0, str(ROOT))  # benchmarks.ovd_cost and tests.methods.open_vocab: the run writers
 
 
 def main() -> None:
@@ -53,12 +48,11 @@ def main() -> None:
     import torch
     import torchvision
 
+    from benchmarks.ovd_cost import cpu, write_rpn_run
     from lowlabel.data.synth import generate
-    from lowlabel.engine.config import config_to_dict, load_config_file
+    from lowlabel.engine.config import load_config_file
     from lowlabel.engine.frozen import frozen_networks, merge_nets
-    from lowlabel.methods.cross_domain import detector
     from lowlabel.methods.open_vocab import ovd
-    from lowlabel.models.weights import CHECKPOINT_FORMAT
     from tests.methods.open_vocab.test_regionclip import write_clip_run
 
     torch.set_num_threads(args.threads)
@@ -66,15 +60,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ovd-infer-"))
     try:
         generate(tmp / "synth", preset="quick", seed=0, workers=1, kinds=["coco"], overwrite=False, verbose=False)
-        det_cfg = load_config_file(detector.CONFIG, Path(args.rpn_config))
-        det_cfg.data = dataclasses.replace(det_cfg.data, root="", classes=["object"])
-        det_cfg.model = dataclasses.replace(det_cfg.model, pretrained="", min_size=args.size,
-                                            max_size=max(det_cfg.model.max_size, args.size))
-        rpn = detector.build(det_cfg)
-        (tmp / "rpn" / "checkpoints").mkdir(parents=True)
-        torch.save({"format": CHECKPOINT_FORMAT, "version": 1, "method": "detector",
-                    "config": config_to_dict(rpn.config), "nets": {"detector": rpn.model.state_dict()}},
-                   tmp / "rpn" / "checkpoints" / "last.ckpt")
+        write_rpn_run(tmp / "rpn", Path(args.rpn_config), pretrained="", min_size=args.size,
+                      max_size=max(1333, args.size))
         cfg = load_config_file(ovd.CONFIG, Path(args.ovd_config))
         synth = load_config_file(ovd.CONFIG, ROOT / "configs" / "ovd" / "synth-full.yaml").data  # the files' layout
         cfg.data = dataclasses.replace(synth, root=str(tmp / "synth" / "coco"), image_size=args.size)
