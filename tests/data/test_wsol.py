@@ -169,3 +169,28 @@ def test_metadata_errors_name_file_and_line(tmp_path: Path, name: str, text: str
     meta = _meta(tmp_path / "m", **{**files, name: text})
     with pytest.raises(DataError, match=message):
         read_wsol_metadata(meta)
+
+
+def test_an_object_hidden_entirely_is_drawn_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wsol image whose one object ends up with no visible pixel (it happened in `full` world 1) is drawn again
+    from a derived generator; a first draw that is visible keeps its original generator (the bytes of seed 0)."""
+    from lowlabel.data.synth import wsol_task
+
+    real = wsol_task.compose
+    calls: list[int] = []
+
+    def compose_hiding_the_first(rng, labels, obj, scene):  # type: ignore[no-untyped-def]
+        out = real(rng, labels, obj, scene)
+        calls.append(1)
+        if len(calls) == 1:
+            out.instances[0].visible[:] = False
+        return out
+
+    cfg = get_preset("tiny").wsol
+    first = wsol_task._job((cfg, tmp_path / "a", "train", 3, 0))
+    monkeypatch.setattr(wsol_task, "compose", compose_hiding_the_first)
+    redrawn = wsol_task._job((cfg, tmp_path / "b", "train", 3, 0))
+    assert len(calls) == 2 and redrawn["box"] is not None and first["box"] is not None
+    monkeypatch.setattr(wsol_task, "compose", lambda *a: (out := real(*a), out.instances[0].visible.fill(False))[0])
+    with pytest.raises(RuntimeError, match="no visible object in 100 draws"):
+        wsol_task._job((cfg, tmp_path / "c", "train", 3, 0))

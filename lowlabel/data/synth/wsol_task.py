@@ -33,10 +33,16 @@ SPLITS = ("train", "val", "test")
 
 def _job(args: tuple) -> dict:
     cfg, out, split, index, seed = args
-    rng = np.random.default_rng([seed, TASK_ID, SPLITS.index(split), index])
-    label = int(rng.integers(cfg.num_classes))
-    scene = compose(rng, [label], cfg.obj, cfg.scene)
-    inst = scene.instances[0]
+    for attempt in range(100):  # an object hidden entirely (by clutter or the frame) is drawn again
+        key = [seed, TASK_ID, SPLITS.index(split), index] + ([attempt] if attempt else [])  # attempt 0: as before
+        rng = np.random.default_rng(key)
+        label = int(rng.integers(cfg.num_classes))
+        scene = compose(rng, [label], cfg.obj, cfg.scene)
+        inst = scene.instances[0]
+        if inst.visible.any():
+            break
+    else:
+        raise RuntimeError(f"ShapesWorld wsol {split} image {index}: no visible object in 100 draws")
     stem = f"{index:06d}"
     image_id = f"{split}/{stem}.jpg"
     save_jpeg(out / "images" / "ShapesWorld" / image_id, scene.image)
