@@ -225,9 +225,14 @@ def seed_list(seeds: Sequence[int | None]) -> str:
     return ", ".join("?" if s is None else str(s) for s in seeds)
 
 
+# Metrics kept on their own scale rather than in percent (SSIM is a similarity in [0, 1] by convention): shown with
+# three decimals, where one would hide every difference.
+UNIT_INTERVAL_METRICS = frozenset({"SSIM", "SSIM_input"})
+
+
 def markdown_table(result: dict[str, Any]) -> str:
-    """The study as a Markdown table: one column per metric (union, in first-seen order), ``mean ± std``, and the
-    seeds; empty cells where a row lacks a metric."""
+    """The study as a Markdown table: one column per metric (union, in first-seen order), ``mean ± std`` (one
+    decimal; three for :data:`UNIT_INTERVAL_METRICS`), and the seeds; empty cells where a row lacks a metric."""
     keys: list[str] = []
     for row in result["rows"]:
         keys += [k for k in row["metrics"] if k not in keys]
@@ -239,10 +244,10 @@ def markdown_table(result: dict[str, Any]) -> str:
             stat = row["metrics"].get(key)
             if stat is None:
                 cells.append("")
-            elif len(stat["values"]) > 1:
-                cells.append(f"{stat['mean']:.1f} ± {stat['std']:.1f}")
             else:
-                cells.append(f"{stat['mean']:.1f}")
+                digits = 3 if key in UNIT_INTERVAL_METRICS else 1
+                cell = f"{stat['mean']:.{digits}f}"
+                cells.append(f"{cell} ± {stat['std']:.{digits}f}" if len(stat["values"]) > 1 else cell)
         lines.append(f"| {row['run']} | {seeds} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -41,6 +41,9 @@ def test_rows_hold_mean_sample_std_values_seeds_and_the_runs_commit(tmp_path: Pa
     table = markdown_table(result)
     assert table.splitlines()[0] == "| run | seeds | mIoU | CorLoc |"
     assert "| method | 0, 1, 2 | 23.0 ± 3.6 | 10.0 ± 0.0 |" in table and "| baseline | 0 | 30.0 |  |" in table
+    ssim = [run(tmp_path / f"t-s{s}", s, {"SSIM": v}) for s, v in ((0, 0.8012), (1, 0.8132))]
+    one = build_result("t", "c", [RowSpec("t", "method", ssim, ["SSIM"])], repo=tmp_path, shapesworld="1.6")
+    assert "| t | 0, 1 | 0.807 ± 0.008 |" in markdown_table(one)  # a [0, 1] similarity keeps three decimals
 
 
 def test_runs_of_different_commits_record_the_checkout(tmp_path: Path) -> None:
