@@ -3,7 +3,9 @@
 Loads a trained ``lgcl`` run, draws a few training batches (target trainB + source trainA, no labels, no test image)
 and, for each, back-propagates separately (1) CUT's part, lambda_GAN * L_GAN + lambda_NCE * L_PatchNCE, and (2)
 lambda_lg * L_GA, reporting the L2 norm of each gradient over the parameters of E_B (the shared encoder), G_A (the
-attention generator) and G_C (the content generator), plus the loss values. It also reads the run's
+attention generator) and G_C (the content generator), plus the loss values; and, on the same target images, how
+G_A spends its n + 1 masks (eval mode): the mean weight of the identity mask A_{n+1} (the input passed through), the
+mean of the largest content mask, and the masks' mean entropy (ln(n + 1) = 2.30 is uniform). It also reads the run's
 ``logs/metrics.csv`` for L_GA over training, against ln(K + 1), an InfoNCE whose query cannot tell its key from the
 K queued negatives.
 
@@ -64,7 +66,14 @@ def main() -> None:
         if k == args.batches:
             break
         x, y = batch["x"], batch["y"]
-        for part in ("CUT", "L_GA"):
+        g.eval()
+        with torch.no_grad():
+            masks = g.translate(x).attention  # (B, n + 1, H, W), a softmax over the masks
+        g.train()
+        rows.setdefault("identity mask mean", []).append(float(masks[:, -1].mean()))
+        rows.setdefault("largest content mask mean", []).append(float(masks[:, :-1].max(1).values.mean()))
+        rows.setdefault("mask entropy", []).append(float(-(masks * masks.clamp_min(1e-12).log()).sum(1).mean()))
+        for part in ("CUT", "L_GA") if method.config.lg.weight > 0 else ("CUT",):  # --lg.weight 0: no L_GA
             for p in g.parameters():
                 p.grad = None
             loss = cut_part(method, nets, x, y) if part == "CUT" else method.extra.generator_loss(nets, x)[0]
@@ -74,7 +83,7 @@ def main() -> None:
                 norm = math.sqrt(sum(float(p.grad.pow(2).sum()) for p in params if p.grad is not None))
                 rows.setdefault(f"{part} grad {group}", []).append(norm)
     result = {key: round(statistics.median(values), 4) for key, values in rows.items()}
-    for group in groups:
+    for group in groups if method.config.lg.weight > 0 else ():
         result[f"L_GA / CUT grad {group}"] = round(result[f"L_GA grad {group}"] / max(result[f"CUT grad {group}"],
                                                                                        1e-12), 2)
     curve = {}
