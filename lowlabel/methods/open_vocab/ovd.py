@@ -497,10 +497,14 @@ class OVDMethod:
         l_box = F.smooth_l1_loss(deltas[fg], targets[fg], beta=SMOOTH_L1_BETA, reduction="sum") / max(len(labels), 1)
         loss = l_cls + cfg.loss.box_weight * l_box
         with torch.no_grad():
-            acc = 100.0 * float((logits.argmax(1) == labels).float().mean()) if len(labels) else 0.0
+            hits = logits.argmax(1) == labels
+            acc = 100.0 * float(hits.float().mean()) if len(labels) else 0.0
+            acc_fg = 100.0 * float(hits[fg].float().mean()) if bool(fg.any()) else 0.0  # the base classes alone
+            feat_norm = float(feats.detach().norm(dim=1).mean()) if len(feats) else 0.0
         yield StepOutput(losses={"model": loss}, logs={
             "loss": float(loss.detach()), "loss_cls": float(l_cls.detach()), "loss_box": float(l_box.detach()),
             "fg_share": 100.0 * float(fg.float().mean()) if len(labels) else 0.0, "roi_acc": acc,
+            "roi_acc_fg": acc_fg, "roi_feat_norm": feat_norm,
             "background_logit": float(logits.detach()[:, -1].abs().max()) if len(labels) else 0.0})
 
     # -- inference
