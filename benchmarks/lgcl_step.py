@@ -5,7 +5,7 @@ backward and both Adam steps, then ``after_optimizer_step`` (LGCL's momentum upd
 of random images. The methods alternate in one process (a shared machine slows both alike); CPU time, median of the
 repeats, as the ratio LGCL / CUT (issue 18's target: <= 2). Translation: ``predict``-style inference (eval mode, no
 gradients) in images/s of CPU time. Peak memory: each configuration again in a fresh subprocess that builds the method
-and runs three steps: its peak RSS (``resource.getrusage`` maxrss) above the peak after building the method.
+and runs three steps: its peak RSS (``resource.getrusage`` maxrss), and how much of it came after building the method.
 
     python benchmarks/lgcl_step.py                                       # the ShapesWorld synth-full setting
     python benchmarks/lgcl_step.py --width 64 --blocks 9 --height 256 --width-px 256 --batch 1   # CUT's full size
@@ -54,11 +54,13 @@ def batch_of(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     return {"x": torch.rand(shape, generator=gen) * 2 - 1, "y": torch.rand(shape, generator=gen) * 2 - 1}
 
 
-def peak_memory(name: str, argv: list[str]) -> float:
-    """MiB of peak RSS above the built method, in a fresh process that builds ``name`` and runs three steps."""
+def peak_memory(name: str, argv: list[str]) -> tuple[float, float]:
+    """(MiB of peak RSS, MiB of it above the built method) of a fresh process that builds ``name`` and runs three
+    steps."""
     out = subprocess.run([sys.executable, __file__, *argv, "--memory-of", name], capture_output=True, text=True,
                          check=True)
-    return float(json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"])
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(found["total_mib"]), float(found["peak_mib"])
 
 
 def memory_child(name: str, args: argparse.Namespace) -> None:
@@ -71,7 +73,8 @@ def memory_child(name: str, args: argparse.Namespace) -> None:
     batch = batch_of(args)
     for step in range(3):
         one_step(method, nets, opts, batch, step)
-    print(json.dumps({"peak_mib": (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - built) / 1024}))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"peak_mib": (peak - built) / 1024, "total_mib": peak / 1024}))
 
 
 def main() -> None:
@@ -119,12 +122,13 @@ def main() -> None:
     cut_step = statistics.median(times["cut"])
     print(f"translator width {args.width}, {args.blocks} blocks, batch {args.batch} x {args.height} x "
           f"{args.width_px} px, LGCL queue {args.queue}; median CPU time of {args.repeats} steps, one thread:")
-    print("| method | train step (CPU s) | ratio to CUT | translation (images / CPU s) | peak RSS of 3 steps above "
-          "the built method (MiB) |")
-    print("|---|---|---|---|---|")
+    print("| method | train step (CPU s) | ratio to CUT | translation (images / CPU s) | peak RSS (MiB) | of it above "
+          "the built method |")
+    print("|---|---|---|---|---|---|")
     for name in runs:
         step = statistics.median(times[name])
-        print(f"| {name} | {step:.3f} | {step / cut_step:.2f} | {speed[name]:.1f} | {memory[name]:.0f} |")
+        total, above = memory[name]
+        print(f"| {name} | {step:.3f} | {step / cut_step:.2f} | {speed[name]:.1f} | {total:.0f} | {above:.0f} |")
 
 
 if __name__ == "__main__":
