@@ -40,7 +40,7 @@ def imported_distributions(*folders: str) -> set[str]:
                     modules.update(alias.name.split(".")[0] for alias in node.names)
                 elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                     modules.add(node.module.split(".")[0])
-    modules -= set(sys.stdlib_module_names) | {"lowlabel", "tests", "__future__"} | OPTIONAL
+    modules -= set(sys.stdlib_module_names) | {"lowlabel", "tests", "benchmarks", "__future__"} | OPTIONAL
     owners = importlib.metadata.packages_distributions()
     missing = sorted(m for m in modules if m not in owners)
     assert not missing, f"imported but not installed in this environment: {missing}"
