@@ -28,10 +28,6 @@ from lowlabel.engine.config import load_config_file
 from lowlabel.engine.frozen import frozen_networks, merge_nets
 from lowlabel.engine.run import load_method_from_run
 from lowlabel.methods.open_vocab import ovd
-from lowlabel.methods.open_vocab.common import letterbox
-from lowlabel.methods.open_vocab.detection import class_probabilities
-from lowlabel.methods.open_vocab.proposals import propose
-from lowlabel.methods.open_vocab.roi import letterbox_boxes
 
 
 def probe(m, nets, n=40):  # type: ignore[no-untyped-def]
@@ -42,12 +38,8 @@ def probe(m, nets, n=40):  # type: ignore[no-untyped-def]
         for i in range(n):
             it = view[i]
             img = it["image"]
-            p = propose(nets["proposer"], [img], m.config.proposals)[0]
-            x = letterbox(img, m.image_size)[None]
-            b = letterbox_boxes(p.boxes, tuple(img.shape[-2:]), m.image_size)
-            feats = net.region_features(x, [b], pool_size=m.pool_size)
+            (p,), _, feats, probs = m.proposal_scores(nets, [img], net.class_emb)  # every class, before NMS
             stats["feat_norm"] += float(feats.norm(dim=1).mean()) / n
-            probs = class_probabilities(feats, net.class_emb, temperature=m.config.loss.temperature, background=True)
             gtb = torch.as_tensor(it["boxes"]).float().reshape(-1, 4)
             if len(gtb) == 0:
                 continue

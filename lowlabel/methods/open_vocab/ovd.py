@@ -517,12 +517,7 @@ class OVDMethod:
         cfg, net = self.config, unwrap_module(nets["model"])
         zero_shot = cfg.eval.zero_shot != "off"
         device = class_emb.device
-        props = propose(nets["proposer"], list(images), cfg.proposals)
-        x = torch.stack([letterbox(img, self.image_size) for img in images]).to(device)  # (B, 3, S, S)
-        boxes = [letterbox_boxes(p.boxes.to(device), tuple(img.shape[-2:]), self.image_size)
-                 for p, img in zip(props, images)]
-        feats = net.region_features(x, boxes, pool_size=self.pool_size)  # (R, D)
-        probs = class_probabilities(feats, class_emb, temperature=cfg.loss.temperature, background=not zero_shot)
+        props, boxes, feats, probs = self.proposal_scores(nets, images, class_emb)
         flat = torch.cat(boxes) if boxes else feats.new_zeros(0, 4)
         regressed = flat if zero_shot else self.coder.decode_single(net.bbox_pred(feats), flat)  # (R, 4)
         if cfg.roi.multiply_objectness:
@@ -535,6 +530,23 @@ class OVDMethod:
             out.append(Detections(boxes=kept[0].float().cpu(), scores=kept[1].float().cpu(),
                                   labels=kept[2].long().cpu(), class_names=tuple(class_names)))
         return out
+
+    @torch.no_grad()
+    def proposal_scores(self, nets: Mapping[str, nn.Module], images: Sequence[Tensor],
+                        class_emb: Tensor) -> tuple[list[Proposals], list[Tensor], Tensor, Tensor]:
+        """Before box regression and NMS: each uint8 ``(3, H, W)`` image's RPN proposals and their boxes in the
+        letterbox frame, and over all of them the (R, D) RoI embeddings and (R, C) class scores (with the background
+        column dropped, or zero-shot without background, as :meth:`detect` scores them)."""
+        cfg, net = self.config, unwrap_module(nets["model"])
+        device = class_emb.device
+        props = propose(nets["proposer"], list(images), cfg.proposals)
+        x = torch.stack([letterbox(img, self.image_size) for img in images]).to(device)  # (B, 3, S, S)
+        boxes = [letterbox_boxes(p.boxes.to(device), tuple(img.shape[-2:]), self.image_size)
+                 for p, img in zip(props, images)]
+        feats = net.region_features(x, boxes, pool_size=self.pool_size)  # (R, D)
+        probs = class_probabilities(feats, class_emb, temperature=cfg.loss.temperature,
+                                    background=cfg.eval.zero_shot == "off")
+        return props, boxes, feats, probs
 
     def eval_classes(self, net: OVDNet) -> tuple[Tensor, Tensor]:
         """The competing classes' embeddings and their class indices: all (the generalised setting) or, with
