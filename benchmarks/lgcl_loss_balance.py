@@ -26,17 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def cut_part(method, nets, x, y):  # type: ignore[no-untyped-def]
-    """CUT's part of the generator loss, as the harness's training step computes it (nce_idt on)."""
-    import torch
-
-    from lowlabel.losses.lgcl import lsgan_g_loss
-
-    cfg, b = method.config.nce, x.shape[0]
-    out = nets["G"](torch.cat([x, y]))
-    fake, idt = out[:b], out[b:]
-    nce = 0.5 * (method.patch_nce(nets, x, fake) + method.patch_nce(nets, y, idt))
-    return cfg.lambda_gan * lsgan_g_loss(nets["D"](fake)) + cfg.lambda_nce * nce
+def cut_part(method, nets, batch):  # type: ignore[no-untyped-def]
+    """CUT's part of the generator loss: the harness's own G phase with the extension (L_GA) set aside."""
+    extra, method.extra = method.extra, None
+    try:
+        phases = list(method.training_step(nets, batch, 0))  # D phase, then G phase
+    finally:
+        method.extra = extra
+    return phases[-1].losses["G"]
 
 
 def main() -> None:
@@ -65,7 +62,7 @@ def main() -> None:
     for k, batch in enumerate(loader):
         if k == args.batches:
             break
-        x, y = batch["x"], batch["y"]
+        x = batch["x"]  # the target images
         g.eval()
         with torch.no_grad():
             masks = g.translate(x).attention  # (B, n + 1, H, W), a softmax over the masks
@@ -76,7 +73,7 @@ def main() -> None:
         for part in ("CUT", "L_GA") if method.config.lg.weight > 0 else ("CUT",):  # --lg.weight 0: no L_GA
             for p in g.parameters():
                 p.grad = None
-            loss = cut_part(method, nets, x, y) if part == "CUT" else method.extra.generator_loss(nets, x)[0]
+            loss = cut_part(method, nets, batch) if part == "CUT" else method.extra.generator_loss(nets, x)[0]
             loss.backward()
             rows.setdefault(f"{part} loss", []).append(float(loss.detach()))
             for group, params in groups.items():
