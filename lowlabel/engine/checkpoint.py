@@ -20,8 +20,8 @@ import torch
 from lowlabel.errors import CheckpointError, UserError
 from lowlabel.models.weights import CHECKPOINT_FORMAT, load_checkpoint, unwrap_state_dict
 
-__all__ = ["FORMAT", "atomic_write", "check_format", "load_checkpoint", "remove_stale_temp_files", "rng_state",
-           "serialize", "set_rng_state", "unwrap_state_dict"]
+__all__ = ["FORMAT", "atomic_copy", "atomic_write", "check_format", "load_checkpoint", "remove_stale_temp_files",
+           "rng_state", "serialize", "set_rng_state", "unwrap_state_dict"]
 
 FORMAT = CHECKPOINT_FORMAT
 TMP_SUFFIX = ".tmp"
@@ -58,6 +58,38 @@ def atomic_write(data: bytes, path: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def atomic_copy(source: Path, path: Path) -> None:
+    """Make ``path`` hold what ``source`` holds, atomically, as a hard link where the file system allows.
+
+    ``best.ckpt`` is usually the ``last.ckpt`` just written: a link costs no second copy of the
+    weights (1.2 GB for a CLIP RN50 run). Safe because checkpoint files are never changed in place:
+    the next ``atomic_write`` of ``last.ckpt`` replaces that name with a new file and ``path`` keeps
+    the old one. Falls back to writing the bytes where links are refused (some network or FAT
+    file systems).
+
+    Raises:
+        CheckpointError: as ``atomic_write``; ``path`` is left as it was.
+    """
+    source, path = Path(source), Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise CheckpointError(f"could not write checkpoint {path}: no space left on device; "
+                                  f"the previous checkpoint is intact") from err
+        atomic_write(source.read_bytes(), path)
+        return
+    try:
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"could not write checkpoint {path}: {err.strerror or err}; "
+                              f"the previous checkpoint is intact") from err
 
 
 def _fsync_dir(folder: Path) -> None:

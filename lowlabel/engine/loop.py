@@ -48,6 +48,7 @@ from torch import nn
 
 from lowlabel.engine.checkpoint import (
     FORMAT,
+    atomic_copy,
     atomic_write,
     check_format,
     load_checkpoint,
@@ -443,8 +444,8 @@ class _Loop:
         if self.rank0:
             data = serialize(self._state_dict(rngs))
             atomic_write(data, self.ckpt_dir / "last.ckpt")
-            if best:
-                atomic_write(data, self.ckpt_dir / "best.ckpt")
+            if best:  # one file on disk for both names until last.ckpt moves on
+                atomic_copy(self.ckpt_dir / "last.ckpt", self.ckpt_dir / "best.ckpt")
         self.fabric.barrier()
 
     def _gather(self, obj: Any) -> list[Any]:

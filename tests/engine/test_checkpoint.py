@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from lowlabel.engine.checkpoint import (
+    atomic_copy,
     atomic_write,
     load_checkpoint,
     remove_stale_temp_files,
@@ -109,3 +110,39 @@ def test_rng_round_trip_through_a_checkpoint(tmp_path):
     torch.manual_seed(9)
     set_rng_state(load_checkpoint(tmp_path / "r.ckpt")["rng"])
     assert (random.random(), np.random.rand(), torch.rand(1).item()) == expected
+
+
+def test_atomic_copy_links_and_keeps_the_old_file_when_the_source_moves_on(tmp_path):
+    last, best = tmp_path / "last.ckpt", tmp_path / "best.ckpt"
+    atomic_write(serialize({"step": 1}), last)
+    atomic_copy(last, best)
+    assert best.stat().st_ino == last.stat().st_ino  # one file on disk, not two copies
+    atomic_write(serialize({"step": 2}), last)  # a later, worse step
+    assert load_checkpoint(best) == {"step": 1} and load_checkpoint(last) == {"step": 2}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_atomic_copy_writes_the_bytes_where_links_are_refused(tmp_path, monkeypatch):
+    last, best = tmp_path / "last.ckpt", tmp_path / "best.ckpt"
+    atomic_write(serialize({"step": 3}), last)
+
+    def refuse(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", refuse)
+    atomic_copy(last, best)
+    assert best.stat().st_ino != last.stat().st_ino and load_checkpoint(best) == {"step": 3}
+
+
+def test_atomic_copy_disk_full_keeps_previous(tmp_path, monkeypatch):
+    last, best = tmp_path / "last.ckpt", tmp_path / "best.ckpt"
+    atomic_write(serialize({"step": 1}), best)
+    atomic_write(serialize({"step": 2}), last)
+
+    def full(src, dst):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "link", full)
+    with pytest.raises(CheckpointError, match="no space left on device.*previous checkpoint is intact"):
+        atomic_copy(last, best)
+    assert load_checkpoint(best) == {"step": 1}
