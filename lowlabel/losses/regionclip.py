@@ -311,21 +311,27 @@ def region_concept_contrastive_loss(student_feats: Tensor, concept_emb: Tensor, 
 # --- 3. open-vocabulary detection transfer -----------------------------------------------------------------------
 
 
-def ovd_logits(region_feats: Tensor, class_emb: Tensor, *, temperature: float = OVD_TEMPERATURE) -> Tensor:
+def ovd_logits(region_feats: Tensor, class_emb: Tensor, *, temperature: float = OVD_TEMPERATURE,
+               background: Tensor | None = None) -> Tensor:
     """The OVD classifier with frozen text weights (methods.md 4a').
 
     Args:
         region_feats: (R, D) box-head embeddings.
         class_emb: (C, D) class text embeddings (:func:`classifier_categories`).
+        background: None for the official zero, frozen background embedding; else a (D,) vector, not normalised,
+            whose dot product with the unit region embedding is the background's cosine (the official
+            ``cls_bg_score`` linear layer with its weight left trainable, initialised at 0).
 
     Returns:
-        (R, C + 1): cos(region, class) / temperature in columns 0..C-1 and the background logit in column C, always
-        0 (the official zero, frozen background embedding; detectron2's background-last convention).
+        (R, C + 1): cos(region, class) / temperature in columns 0..C-1 and the background logit in column C
+        (detectron2's background-last convention), always 0 unless ``background`` is given.
     """
     if region_feats.dim() != 2 or class_emb.dim() != 2 or region_feats.shape[1] != class_emb.shape[1]:
         raise ValueError(f"need (R, D) and (C, D), got {tuple(region_feats.shape)}, {tuple(class_emb.shape)}")
-    cos = F.normalize(region_feats, dim=-1) @ F.normalize(class_emb, dim=-1).t()  # (R, C)
-    return torch.cat([cos, cos.new_zeros(cos.shape[0], 1)], dim=1) / temperature  # (R, C + 1)
+    unit = F.normalize(region_feats, dim=-1)  # (R, D)
+    cos = unit @ F.normalize(class_emb, dim=-1).t()  # (R, C)
+    bg = cos.new_zeros(cos.shape[0], 1) if background is None else unit @ background.reshape(-1, 1)  # (R, 1)
+    return torch.cat([cos, bg], dim=1) / temperature  # (R, C + 1)
 
 
 def _check_targets(logits: Tensor, targets: Tensor) -> None:

@@ -240,6 +240,11 @@ def test_ovd_logits_cosine_over_tau_and_zero_background_last() -> None:
     s = 1 / math.sqrt(2)
     torch.testing.assert_close(logits, torch.tensor([[100.0, 100 * s, 0.0], [0.0, 100 * s, 0.0]]))
     assert logits.shape == (2, 3) and torch.equal(logits[:, 2], torch.zeros(2))  # background = column C = 2
+    # a trainable background vector (0.3, -0.4), not normalised: its dot product with the unit regions / tau
+    learnt = R.ovd_logits(torch.tensor([[2.0, 0.0], [0.0, 3.0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0]]),
+                          background=torch.tensor([0.3, -0.4]))
+    torch.testing.assert_close(learnt[:, 2], torch.tensor([30.0, -40.0]))
+    torch.testing.assert_close(learnt[:, :2], logits[:, :2])
 
 
 def test_focal_scaling_hand_case() -> None:

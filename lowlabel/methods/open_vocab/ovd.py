@@ -162,6 +162,9 @@ class OVDModelConfig:
     context_length: int = 0  # 0 = the run's
     freeze_at: int = 2  # detectron2 FREEZE_AT 2 (stem and res2 frozen), RegionCLIP's transfer configs
     pool_size: int = 0  # RoIAlign side on res4; 0 = 2 x the attention-pool grid (RN50 at 224: 14, POOLER_RESOLUTION)
+    # false: the paper's frozen zero background logit; true: the background embedding trains from 0 (the official
+    # cls_bg_score with requires_grad, as ViLD's learnt background)
+    learn_background: bool = False
 
     def __post_init__(self) -> None:
         if not 0 <= self.freeze_at <= 5:
@@ -394,7 +397,8 @@ class OVDMethod:
                                          split_file_data(cfg.data, self.root), self.root, eval_split)
         self.base_cols = torch.nonzero(~self.categories.novel).flatten()  # (C_base,) the training classifier
         class_emb = self._text_embeddings(clip)
-        self.model = OVDNet(clip=make_student(clip, freeze_at=cfg.model.freeze_at), class_emb=class_emb)
+        self.model = OVDNet(clip=make_student(clip, freeze_at=cfg.model.freeze_at), class_emb=class_emb,
+                            learn_background=cfg.model.learn_background)
         self.coder = BoxCoder(BOX_CODER_WEIGHTS)
         self.matcher = Matcher(cfg.roi.fg_iou_thresh, cfg.roi.fg_iou_thresh, allow_low_quality_matches=False)
         self.sampler = BalancedPositiveNegativeSampler(cfg.roi.batch_size_per_image, cfg.roi.positive_fraction)
@@ -485,7 +489,8 @@ class OVDMethod:
             self._train_proposals(nets, batch), gt, [lab.to(x.device) for lab in batch["labels"]],
             num_classes=len(self.base_cols), matcher=self.matcher, sampler=self.sampler, coder=self.coder)
         feats = net.region_features(x, rois, pool_size=self.pool_size)  # (R, D)
-        logits = ovd_logits(feats, net.class_emb[self.base_cols.to(x.device)], temperature=cfg.loss.temperature)
+        logits = ovd_logits(feats, net.class_emb[self.base_cols.to(x.device)], temperature=cfg.loss.temperature,
+                            background=net.background)
         if cfg.loss.kind == "focal":
             l_cls = focal_scaled_cross_entropy(logits, labels, gamma=cfg.loss.gamma,
                                                background_weight=cfg.loss.background_weight)
@@ -545,7 +550,7 @@ class OVDMethod:
                  for p, img in zip(props, images)]
         feats = net.region_features(x, boxes, pool_size=self.pool_size)  # (R, D)
         probs = class_probabilities(feats, class_emb, temperature=cfg.loss.temperature,
-                                    background=cfg.eval.zero_shot == "off")
+                                    background=net.background if cfg.eval.zero_shot == "off" else None)
         return props, boxes, feats, probs
 
     def eval_classes(self, net: OVDNet) -> tuple[Tensor, Tensor]:

@@ -85,6 +85,25 @@ def test_training_keeps_the_background_logit_zero_and_the_text_frozen(files: dic
         assert torch.equal(ovd_logits(feats, net.class_emb)[:, -1], torch.zeros(3))
 
 
+def test_learn_background_trains_the_background_embedding_and_scores_with_it(files: dict[str, Path],
+                                                                            one_thread: None) -> None:
+    torch.manual_seed(0)
+    method = ovd.build(config(files, model=ovd.OVDModelConfig(learn_background=True)))
+    net, nets = method.model, nets_of(method)
+    assert torch.equal(net.background, torch.zeros_like(net.background))  # starts as the paper's zero logit
+    opt = method.optimizers(nets)["model"]
+    batch = ovd.collate_train([method.train_dataset()[i] for i in range(3)])
+    out = next(iter(method.training_step(nets, batch, 0)))
+    opt.zero_grad()
+    out.losses["model"].backward()
+    opt.step()
+    assert net.background.abs().sum() > 0  # in the optimizer, moved by the background RoIs
+    images = [torch.as_tensor(batch["raw"][0])]
+    _, _, feats, probs = method.proposal_scores(nets, images, net.class_emb)
+    want = ovd_logits(feats, net.class_emb, temperature=0.01, background=net.background).softmax(1)[:, :-1]
+    torch.testing.assert_close(probs, want)  # evaluation uses the trained background, not the zero
+
+
 def test_novel_only_switch_scores_the_novel_rows(files: dict[str, Path]) -> None:
     method = ovd.build(config(files, eval=ovd.OVDEvalConfig(categories="novel")))
     emb, cols = method.eval_classes(method.model)
