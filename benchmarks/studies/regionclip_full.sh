@@ -11,6 +11,8 @@
 # a time on 2 cores, about 2 hours in all. Finished steps are skipped (DONE files); a killed run resumes.
 # Usage: bash benchmarks/studies/regionclip_full.sh [OUT=runs/regionclip-full] [SEEDS="0 1 2"] [TEACHER=OUT/clip]
 #        [PRESET=synth-full]   (PRESET synth-quick runs the same steps on the quick data in a few minutes)
+# OVD=0 in the environment runs the region-text half alone (RPN, teacher, students, zero-shot rows) and writes
+# regionclip-full-regions.json only; a later run without it adds the transfers.
 set -euo pipefail
 out=${1:-runs/regionclip-full}
 seeds=${2:-0 1 2}
@@ -50,9 +52,10 @@ step() {  # name: one training run (its DONE file skips it)
   "$ll" train "$@" --run-dir "$dir" --resume auto --no-progress --proposals.source "$rpn"
   touch "$dir/DONE"
 }
+ovd=${OVD:-1}
 student() {  # seed: region-text pretraining, then the OVD transfer from the student
   step "regionclip-s$1" regionclip --config "configs/regionclip/$preset.yaml" --init_from "$teacher" --seed "$1"
-  step "ovd-s$1" ovd --config "configs/ovd/$preset.yaml" --init_from "$out/regionclip-s$1" --seed "$1"
+  [ "$ovd" = 0 ] || step "ovd-s$1" ovd --config "configs/ovd/$preset.yaml" --init_from "$out/regionclip-s$1" --seed "$1"
 }
 baseline() {  # seed: the OVD transfer from the teacher, same budget
   step "ovd-teacher-s$1" ovd --config "configs/ovd/$preset.yaml" --init_from "$teacher" --seed "$1"
@@ -60,8 +63,8 @@ baseline() {  # seed: the OVD transfer from the teacher, same budget
 # Two workers take the jobs from one queue (students first: each is two runs in a row).
 queue=()
 for s in $seeds; do queue+=("student $s"); done
-for s in $seeds; do queue+=("baseline $s"); done
-export -f step student baseline; export out rpn teacher preset ll
+[ "$ovd" = 0 ] || for s in $seeds; do queue+=("baseline $s"); done
+export -f step student baseline; export out rpn teacher preset ll ovd
 printf '%s\n' "${queue[@]}" | xargs -P 2 -L 1 bash -c 'set -euo pipefail; "$@"' _
 zero_shot() {  # run name mode [config]: into <run>/zero_shot/<name>/
   [ -f "$1/zero_shot/$2/metrics.json" ] || "$ll" evaluate ovd --ckpt "$1" --zero-shot "$3" --split val \
@@ -69,14 +72,15 @@ zero_shot() {  # run name mode [config]: into <run>/zero_shot/<name>/
 }
 zero_shot "$teacher" gt gt
 zero_shot "$teacher" gt-crop gt "$out/ovd-zero-shot-crop.yaml"
-zero_shot "$teacher" proposals proposals
+[ "$ovd" = 0 ] || zero_shot "$teacher" proposals proposals
 for s in $seeds; do
   zero_shot "$out/regionclip-s$s" gt gt
-  zero_shot "$out/regionclip-s$s" proposals proposals
+  [ "$ovd" = 0 ] || zero_shot "$out/regionclip-s$s" proposals proposals
 done
 results=benchmarks/results
 [ "$preset" = synth-full ] || results="$out/results"  # a smoke run never replaces the committed result files
 cmd="bash benchmarks/studies/regionclip_full.sh $out \"$seeds\" $teacher $preset"
+[ "$ovd" = 1 ] || cmd="OVD=$ovd $cmd"
 "$py" benchmarks/write_result.py --study regionclip-full-regions --out "$results" --command "$cmd" \
   --row "RegionCLIP student: RoI features of GT boxes" method "$out/regionclip-s*::zero_shot/gt/metrics.json" \
     region_acc_novel region_acc_base region_acc region_acc_novel_only \
@@ -84,7 +88,7 @@ cmd="bash benchmarks/studies/regionclip_full.sh $out \"$seeds\" $teacher $preset
     region_acc_novel region_acc_base region_acc region_acc_novel_only \
   --row "CLIP teacher: GT-box crops" reference "$teacher::zero_shot/gt-crop/metrics.json" \
     region_acc_novel region_acc_base region_acc region_acc_novel_only
-"$py" benchmarks/write_result.py --study regionclip-full-ovd --out "$results" --command "$cmd" \
+[ "$ovd" = 0 ] || "$py" benchmarks/write_result.py --study regionclip-full-ovd --out "$results" --command "$cmd" \
   --row "OVD from the RegionCLIP student" method "$out/ovd-s*" AP50_novel AP50_base AP50_all \
   --row "OVD from the CLIP teacher (same budget)" baseline "$out/ovd-teacher-s*" AP50_novel AP50_base AP50_all \
   --row "zero-shot from proposals: RegionCLIP student" reference "$out/regionclip-s*::zero_shot/proposals/metrics.json" \
@@ -92,6 +96,7 @@ cmd="bash benchmarks/studies/regionclip_full.sh $out \"$seeds\" $teacher $preset
   --row "zero-shot from proposals: CLIP teacher" reference "$teacher::zero_shot/proposals/metrics.json" \
     AP50_novel AP50_base AP50_all
 for study in regionclip-full-regions regionclip-full-ovd; do
+  [ -f "$results/$study.json" ] || continue
   "$py" -c "import sys; from lowlabel.report.results import markdown_table, read_result; \
 print(markdown_table(read_result(sys.argv[1])))" "$results/$study.json"
 done
