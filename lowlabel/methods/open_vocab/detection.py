@@ -29,15 +29,15 @@ class OVDNet(nn.Module):
     Args:
         clip: an open_clip CLIP with a ModifiedResNet image tower (prepared by ``make_student``).
         class_emb: (C, D) unit text embeddings of every evaluated class, in class order.
-        learn_background: train the background embedding (a (D,) vector from 0, :func:`ovd_logits`); False keeps
-            it at 0, the paper's frozen zero logit.
+        learn_background: a trained background embedding (a (D,) vector from 0, :func:`ovd_logits`); False keeps
+            the paper's frozen zero logit (``background`` is then None, and checkpoints have no such key).
     """
 
     def __init__(self, *, clip: nn.Module, class_emb: Tensor, learn_background: bool = False) -> None:
         super().__init__()
         self.clip = clip
         self.register_buffer("class_emb", class_emb.detach().clone())
-        self.background = nn.Parameter(class_emb.new_zeros(class_emb.shape[1]), requires_grad=learn_background)
+        self.background = nn.Parameter(class_emb.new_zeros(class_emb.shape[1])) if learn_background else None
         self.bbox_pred = nn.Linear(class_emb.shape[1], 4)
         nn.init.normal_(self.bbox_pred.weight, std=0.001)  # detectron2's FastRCNNOutputLayers init
         nn.init.zeros_(self.bbox_pred.bias)
@@ -92,13 +92,13 @@ def sample_rois(proposals: Sequence[Tensor], gt_boxes: Sequence[Tensor], gt_labe
     return rois, torch.cat(labels), torch.cat(targets)
 
 
-def class_probabilities(region_feats: Tensor, class_emb: Tensor, *, temperature: float,
-                        background: Tensor | None) -> Tensor:
-    """(R, C) class scores of RoI embeddings: softmax over the C classes and the background logit (``background``,
-    a trained detector's (D,) background embedding, zero in the paper), its column dropped, or over the C classes
-    alone (``None``: zero-shot)."""
-    logits = ovd_logits(region_feats, class_emb, temperature=temperature, background=background)  # (R, C + 1)
-    return logits.softmax(dim=1)[:, :-1] if background is not None else logits[:, :-1].softmax(dim=1)
+def class_probabilities(region_feats: Tensor, class_emb: Tensor, *, temperature: float, background: bool,
+                        background_emb: Tensor | None = None) -> Tensor:
+    """(R, C) class scores of RoI embeddings: softmax over the C classes and the background logit (zero, or from a
+    trained ``background_emb``), its column dropped (``background``, a trained detector), or over the C classes
+    alone (zero-shot)."""
+    logits = ovd_logits(region_feats, class_emb, temperature=temperature, background=background_emb)  # (R, C + 1)
+    return logits.softmax(dim=1)[:, :-1] if background else logits[:, :-1].softmax(dim=1)
 
 
 def select_detections(boxes: Tensor, scores: Tensor, *, score_thresh: float, nms_thresh: float,

@@ -550,7 +550,7 @@ class OVDMethod:
                  for p, img in zip(props, images)]
         feats = net.region_features(x, boxes, pool_size=self.pool_size)  # (R, D)
         probs = class_probabilities(feats, class_emb, temperature=cfg.loss.temperature,
-                                    background=net.background if cfg.eval.zero_shot == "off" else None)
+                                    background=cfg.eval.zero_shot == "off", background_emb=net.background)
         return props, boxes, feats, probs
 
     def eval_classes(self, net: OVDNet) -> tuple[Tensor, Tensor]:

@@ -56,14 +56,15 @@ def test_select_detections_is_per_class_nms() -> None:
 def test_class_probabilities_with_and_without_background() -> None:
     emb = torch.eye(2)
     feats = torch.tensor([[1.0, 0.0]])  # cos 1 and 0: logits 100, 0 and the background 0
-    with_bg = det.class_probabilities(feats, emb, temperature=0.01, background=torch.zeros(2))
+    with_bg = det.class_probabilities(feats, emb, temperature=0.01, background=True)
     assert torch.allclose(with_bg, torch.tensor([[1.0, 0.0]]), atol=1e-6)
     # a trained background embedding (0.5, 0), not normalised: logits (1, 0, 0.5) at tau 1, the background column
     # dropped after the softmax
-    learnt = det.class_probabilities(feats, emb, temperature=1.0, background=torch.tensor([0.5, 0.0]))
+    learnt = det.class_probabilities(feats, emb, temperature=1.0, background=True,
+                                     background_emb=torch.tensor([0.5, 0.0]))
     total = math.e + 1 + math.exp(0.5)
     assert torch.allclose(learnt, torch.tensor([[math.e / total, 1 / total]]))
-    weak = det.class_probabilities(0.01 * feats, emb, temperature=1.0, background=None)  # cos is scale-free
+    weak = det.class_probabilities(0.01 * feats, emb, temperature=1.0, background=False)  # cos is scale-free
     e = torch.e
     assert torch.allclose(weak, torch.tensor([[e / (e + 1), 1 / (e + 1)]]))  # softmax of (1, 0), no background
 
@@ -95,7 +96,7 @@ def test_novel_only_embeddings_give_the_documented_drop() -> None:
         rows = []
         for image_id, feat in enumerate(feats, start=1):
             probs = det.class_probabilities(feat[None], emb[cols], temperature=0.01,
-                                            background=torch.zeros(4))  # (1, C')
+                                            background=True)  # (1, C')
             b, s, labels = det.select_detections(boxes, probs, score_thresh=0.05, nms_thresh=0.5, max_dets=100)
             rows += [{"image_id": image_id, "category_id": cat_ids[cols[int(c)]], "score": float(v),
                       "bbox": [2, 2, 10, 10]} for v, c in zip(s, labels)]

@@ -91,6 +91,7 @@ def test_learn_background_trains_the_background_embedding_and_scores_with_it(fil
     method = ovd.build(config(files, model=ovd.OVDModelConfig(learn_background=True)))
     net, nets = method.model, nets_of(method)
     assert torch.equal(net.background, torch.zeros_like(net.background))  # starts as the paper's zero logit
+    assert ovd.build(config(files)).model.background is None  # the paper's: no parameter, no checkpoint key
     opt = method.optimizers(nets)["model"]
     batch = ovd.collate_train([method.train_dataset()[i] for i in range(3)])
     out = next(iter(method.training_step(nets, batch, 0)))
