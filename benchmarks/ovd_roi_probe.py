@@ -4,7 +4,9 @@ For each of the first ``--images`` val images, the frozen RPN's proposals are sc
 evaluation (cosine to all classes' text embeddings / temperature, zero background logit, softmax). Proposals with
 IoU >= 0.5 to a GT box are foreground (their class is the GT's), IoU < 0.3 background. Reported: foreground top-1
 accuracy over all classes (chance = 1 / classes), the share of foreground and of background proposals whose best
-class has p > 0.5 (a working background keeps the latter low), and the mean RoI feature norm. ``--run`` is a trained
+class has p > 0.5 (a working background keeps the latter low), the mean RoI feature norm, base-class objects'
+top-1 among the base classes alone (what training sees), the mean cosine of all proposals to the base and to the
+novel text embeddings, and the class that wins most proposals with its share. ``--run`` is a trained
 ovd run; without it, the untrained head built on ``--init`` (step 0 of the transfer). Use a second ShapesWorld world
 (``--root synth:full:1``) to look without touching the val split the studies report.
 
@@ -33,13 +35,18 @@ from lowlabel.methods.open_vocab import ovd
 def probe(m, nets, n=40):  # type: ignore[no-untyped-def]
     view = m._view("val", train=False)
     net = nets["model"]
-    stats = {"fg": 0, "fg_correct": 0, "fg_maxp": 0.0, "bg": 0, "bg_conf": 0, "fg_conf": 0, "feat_norm": 0.0}
+    emb, novel, base_cols = net.class_emb, m.categories.novel, m.base_cols
+    stats = {"fg": 0, "fg_correct": 0, "fg_correct_base": 0, "fg_base": 0, "fg_maxp": 0.0, "bg": 0, "bg_conf": 0,
+             "fg_conf": 0, "feat_norm": 0.0}
+    cosines, winners = [], torch.zeros(len(emb), dtype=torch.int64)
     with torch.no_grad():
         for i in range(n):
             it = view[i]
             img = it["image"]
-            (p,), _, feats, probs = m.proposal_scores(nets, [img], net.class_emb)  # every class, before NMS
+            (p,), _, feats, probs = m.proposal_scores(nets, [img], emb)  # every class, before NMS
             stats["feat_norm"] += float(feats.norm(dim=1).mean()) / n
+            cosines.append(torch.nn.functional.normalize(feats, dim=1) @ emb.t())  # (R, C)
+            winners += torch.bincount(probs.argmax(1), minlength=len(emb))
             gtb = torch.as_tensor(it["boxes"]).float().reshape(-1, 4)
             if len(gtb) == 0:
                 continue
@@ -51,14 +58,24 @@ def probe(m, nets, n=40):  # type: ignore[no-untyped-def]
             stats["fg"] += int(fg.sum())
             stats["bg"] += int((best < 0.3).sum())
             stats["fg_correct"] += int((arg[fg] == labels[fg]).sum())
+            fg_base = fg & ~novel[labels]  # base-class objects scored among the base classes alone
+            stats["fg_base"] += int(fg_base.sum())
+            stats["fg_correct_base"] += int((base_cols[probs[:, base_cols].argmax(1)] == labels)[fg_base].sum())
             stats["fg_maxp"] += float(maxp[fg].sum())
             stats["fg_conf"] += int((maxp[fg] > 0.5).sum())
             stats["bg_conf"] += int((maxp[best < 0.3] > 0.5).sum())
+    cos = torch.cat(cosines)  # (all proposals, C)
+    top = int(winners.argmax())
     return {"fg RoIs": stats["fg"], "fg top-1 acc %": round(100 * stats["fg_correct"] / max(stats["fg"], 1), 1),
+            "base fg top-1 among base classes %": round(100 * stats["fg_correct_base"] / max(stats["fg_base"], 1), 1),
             "fg mean max prob": round(stats["fg_maxp"] / max(stats["fg"], 1), 3),
             "fg with p>0.5 %": round(100 * stats["fg_conf"] / max(stats["fg"], 1), 1),
             "bg RoIs": stats["bg"], "bg with p>0.5 %": round(100 * stats["bg_conf"] / max(stats["bg"], 1), 1),
-            "RoI feature norm": round(stats["feat_norm"], 2)}
+            "RoI feature norm": round(stats["feat_norm"], 2),
+            "mean cosine to base / novel text": [round(float(cos[:, ~novel].mean()), 3),
+                                                 round(float(cos[:, novel].mean()), 3)],
+            "top class of all proposals": [m.categories.names[top],
+                                           round(100 * float(winners[top] / winners.sum()), 1)]}
 
 
 def main() -> None:
