@@ -1,14 +1,20 @@
 """Where the ``ovd`` transfer's scores go wrong: per-RoI statistics of a detector on val proposals, before NMS.
 
 For each of the first ``--images`` val images, the frozen RPN's proposals are scored by the detector's head as in
-evaluation (cosine to all classes' text embeddings / temperature, zero background logit, softmax). Proposals with
-IoU >= 0.5 to a GT box are foreground (their class is the GT's), IoU < 0.3 background. Reported: foreground top-1
-accuracy over all classes (chance = 1 / classes), the share of foreground and of background proposals whose best
-class has p > 0.5 (a working background keeps the latter low), the mean RoI feature norm, base-class objects'
-top-1 among the base classes alone (what training sees), the mean cosine of all proposals to the base and to the
-novel text embeddings, and the class that wins most proposals with its share. ``--run`` is a trained
-ovd run; without it, the untrained head built on ``--init`` (step 0 of the transfer). Use a second ShapesWorld world
-(``--root synth:full:1``) to look without touching the val split the studies report.
+evaluation (cosine to all classes' text embeddings / temperature, the background logit, softmax). Proposals with
+IoU >= 0.5 to a GT box are foreground (their class is the GT's), IoU < 0.3 background. Reported:
+
+- foreground top-1 over all classes (chance = 1 / classes);
+- base-class objects' top-1 among the base classes alone (what training sees), and novel-class objects' top-1 among
+  the novel classes alone (whether the features tell the novel classes apart at all, whatever the base ones score);
+- the share of foreground and of background proposals whose best class has p > 0.5 (a working background keeps the
+  latter low), and the mean RoI feature norm;
+- the mean cosine of all proposals to the base and to the novel text embeddings, and the class that wins most
+  proposals with its share.
+
+``--run`` is a trained ovd run; without it, the untrained head built on ``--init`` with ``--config`` (step 0 of the
+transfer). Use a second ShapesWorld world (``--root synth:full:1``) to look without touching the val split the
+studies report.
 
     .venv/bin/python benchmarks/ovd_roi_probe.py --init runs/clip-teacher/clip-s0 --rpn runs/regionclip-full/rpn \
         --root synth:full:1 [--run runs/ovd-dev/teacher-committed] [--images 40]
@@ -36,7 +42,9 @@ def probe(m, nets, n=40):  # type: ignore[no-untyped-def]
     view = m._view("val", train=False)
     net = nets["model"]
     emb, novel, base_cols = net.class_emb, m.categories.novel, m.base_cols
-    stats = {"fg": 0, "fg_correct": 0, "fg_correct_base": 0, "fg_base": 0, "fg_maxp": 0.0, "bg": 0, "bg_conf": 0,
+    novel_cols = torch.nonzero(novel).flatten()
+    stats = {"fg": 0, "fg_correct": 0, "fg_correct_base": 0, "fg_base": 0, "fg_novel": 0, "fg_correct_novel": 0,
+             "fg_maxp": 0.0, "bg": 0, "bg_conf": 0,
              "fg_conf": 0, "feat_norm": 0.0}
     cosines, winners = [], torch.zeros(len(emb), dtype=torch.int64)
     with torch.no_grad():
@@ -61,6 +69,9 @@ def probe(m, nets, n=40):  # type: ignore[no-untyped-def]
             fg_base = fg & ~novel[labels]  # base-class objects scored among the base classes alone
             stats["fg_base"] += int(fg_base.sum())
             stats["fg_correct_base"] += int((base_cols[probs[:, base_cols].argmax(1)] == labels)[fg_base].sum())
+            fg_novel = fg & novel[labels]  # novel-class objects scored among the novel classes alone
+            stats["fg_novel"] += int(fg_novel.sum())
+            stats["fg_correct_novel"] += int((novel_cols[probs[:, novel_cols].argmax(1)] == labels)[fg_novel].sum())
             stats["fg_maxp"] += float(maxp[fg].sum())
             stats["fg_conf"] += int((maxp[fg] > 0.5).sum())
             stats["bg_conf"] += int((maxp[best < 0.3] > 0.5).sum())
@@ -68,6 +79,8 @@ def probe(m, nets, n=40):  # type: ignore[no-untyped-def]
     top = int(winners.argmax())
     return {"fg RoIs": stats["fg"], "fg top-1 acc %": round(100 * stats["fg_correct"] / max(stats["fg"], 1), 1),
             "base fg top-1 among base classes %": round(100 * stats["fg_correct_base"] / max(stats["fg_base"], 1), 1),
+            "novel fg top-1 among novel classes %": round(100 * stats["fg_correct_novel"]
+                                                          / max(stats["fg_novel"], 1), 1),
             "fg mean max prob": round(stats["fg_maxp"] / max(stats["fg"], 1), 3),
             "fg with p>0.5 %": round(100 * stats["fg_conf"] / max(stats["fg"], 1), 1),
             "bg RoIs": stats["bg"], "bg with p>0.5 %": round(100 * stats["bg_conf"] / max(stats["bg"], 1), 1),
