@@ -101,6 +101,16 @@ def class_probabilities(region_feats: Tensor, class_emb: Tensor, *, temperature:
     return logits.softmax(dim=1)[:, :-1] if background else logits[:, :-1].softmax(dim=1)
 
 
+def novel_win_share(logits: Tensor, novel: Tensor) -> float:
+    """Percent of rows of ``logits`` (R, C + 1), background last, whose largest logit is a class with ``novel`` (C,)
+    True; 0 for no rows. During training no novel class is ever a label, so any such win is an error, found without
+    labels: a transfer whose features drift until one novel embedding outscores everything shows it near 100."""
+    if not len(logits):
+        return 0.0
+    wins = torch.cat([novel, novel.new_zeros(1)])[logits.argmax(dim=1)]  # (R,) the background column never novel
+    return 100.0 * float(wins.float().mean())
+
+
 def select_detections(boxes: Tensor, scores: Tensor, *, score_thresh: float, nms_thresh: float,
                       max_dets: int) -> tuple[Tensor, Tensor, Tensor]:
     """detectron2's ``fast_rcnn_inference_single_image`` for class-agnostic boxes.

@@ -98,6 +98,7 @@ from lowlabel.methods.open_vocab.detection import (
     SMOOTH_L1_BETA,
     OVDNet,
     class_probabilities,
+    novel_win_share,
     sample_rois,
     select_detections,
     unletterbox_boxes,
@@ -510,10 +511,15 @@ class OVDMethod:
             acc = 100.0 * float(hits.float().mean()) if len(labels) else 0.0
             acc_fg = 100.0 * float(hits[fg].float().mean()) if bool(fg.any()) else 0.0  # the base classes alone
             feat_norm = float(feats.detach().norm(dim=1).mean()) if len(feats) else 0.0
+            # label-free collapse signal: the share of sampled RoIs that a novel class (never a training label) would
+            # win against every base class and the background at test time
+            every = ovd_logits(feats.detach(), net.class_emb, temperature=cfg.loss.temperature,
+                               background=net.background)  # (R, C_all + 1)
+            novel_share = novel_win_share(every, self.categories.novel.to(x.device))
         yield StepOutput(losses={"model": loss}, logs={
             "loss": float(loss.detach()), "loss_cls": float(l_cls.detach()), "loss_box": float(l_box.detach()),
             "fg_share": 100.0 * float(fg.float().mean()) if len(labels) else 0.0, "roi_acc": acc,
-            "roi_acc_fg": acc_fg, "roi_feat_norm": feat_norm,
+            "roi_acc_fg": acc_fg, "roi_feat_norm": feat_norm, "novel_win_share": novel_share,
             "background_logit": float(logits.detach()[:, -1].abs().max()) if len(labels) else 0.0})
 
     # -- inference

@@ -105,3 +105,10 @@ def test_novel_only_embeddings_give_the_documented_drop() -> None:
 
     assert ap50([0, 1, 2]) == pytest.approx({"novel": 100.0, "base": 100.0})
     assert ap50([2]) == pytest.approx({"novel": 25.0, "base": 0.0})
+
+
+def test_novel_win_share_counts_rows_won_by_a_novel_class() -> None:
+    logits = torch.tensor([[1.0, 5.0, 0.0], [3.0, 1.0, 0.0], [0.0, 0.0, 9.0]])  # novel wins, base wins, background
+    assert det.novel_win_share(logits, torch.tensor([False, True])) == pytest.approx(100 / 3)
+    assert det.novel_win_share(logits, torch.tensor([False, False])) == 0.0
+    assert det.novel_win_share(logits[:0], torch.tensor([False, True])) == 0.0

@@ -70,6 +70,7 @@ def test_training_keeps_the_background_logit_zero_and_the_text_frozen(files: dic
         opt.step()
         assert out.logs["background_logit"] == 0.0 and out.logs["fg_share"] > 0
         assert 0.0 <= out.logs["roi_acc_fg"] <= 100.0 and out.logs["roi_feat_norm"] > 0  # the diagnostics
+        assert 0.0 <= out.logs["novel_win_share"] <= 100.0
     after = net.state_dict()
     assert torch.equal(after["class_emb"], before["class_emb"])  # the classifier's text embeddings
     text_tower = [k for k in before if k.startswith("clip.") and not k.startswith("clip.visual.")]
