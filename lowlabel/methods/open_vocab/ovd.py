@@ -170,12 +170,18 @@ class OVDModelConfig:
     # false: the paper's frozen zero background logit; true: the background embedding trains from 0 (the official
     # cls_bg_score with requires_grad, as ViLD's learnt background)
     learn_background: bool = False
+    # the first head_steps steps train only the head (the background embedding, when learnt, and the box regressor)
+    # on the frozen tower's RoI features, then everything from freeze_at on (LP-FT's order: a head fitted first sends
+    # smaller gradients into the tower); 0 = the paper's, everything from step 0
+    head_steps: int = 0
 
     def __post_init__(self) -> None:
         if not 0 <= self.freeze_at <= 5:
             raise ValueError(f"model.freeze_at must be in 0..5, got {self.freeze_at}")
         if self.pool_size < 0 or self.pool_size % 2:
             raise ValueError(f"model.pool_size must be 0 or even (res5 halves it), got {self.pool_size}")
+        if self.head_steps < 0:
+            raise ValueError(f"model.head_steps must be >= 0, got {self.head_steps}")
 
 
 @dataclass
@@ -493,7 +499,8 @@ class OVDMethod:
         rois, labels, targets = sample_rois(
             self._train_proposals(nets, batch), gt, [lab.to(x.device) for lab in batch["labels"]],
             num_classes=len(self.base_cols), matcher=self.matcher, sampler=self.sampler, coder=self.coder)
-        feats = net.region_features(x, rois, pool_size=self.pool_size)  # (R, D)
+        with torch.set_grad_enabled(step >= cfg.model.head_steps):  # model.head_steps: no gradient to the tower yet
+            feats = net.region_features(x, rois, pool_size=self.pool_size)  # (R, D)
         logits = ovd_logits(feats, net.class_emb[self.base_cols.to(x.device)], temperature=cfg.loss.temperature,
                             background=net.background)
         if cfg.loss.kind == "focal":

@@ -86,6 +86,25 @@ def test_training_keeps_the_background_logit_zero_and_the_text_frozen(files: dic
         assert torch.equal(ovd_logits(feats, net.class_emb)[:, -1], torch.zeros(3))
 
 
+def test_head_steps_train_only_the_head_first(files: dict[str, Path], one_thread: None) -> None:
+    torch.manual_seed(0)
+    method = ovd.build(config(files, model=ovd.OVDModelConfig(learn_background=True, head_steps=1)))
+    net, nets = method.model, nets_of(method)
+    opt = method.optimizers(nets)["model"]
+    batch = ovd.collate_train([method.train_dataset()[i] for i in range(3)])
+    pool = "clip.visual.attnpool.c_proj.weight"
+    for step, tower_moves in ((0, False), (1, True)):
+        before = {k: v.clone() for k, v in net.state_dict().items()}
+        out = next(iter(method.training_step(nets, batch, step)))
+        opt.zero_grad()
+        out.losses["model"].backward()
+        opt.step()
+        after = net.state_dict()
+        assert not torch.equal(after["background"], before["background"])  # the head trains at every step
+        assert not torch.equal(after["bbox_pred.weight"], before["bbox_pred.weight"])
+        assert torch.equal(after[pool], before[pool]) is not tower_moves  # the tower from step head_steps on
+
+
 def test_learn_background_trains_the_background_embedding_and_scores_with_it(files: dict[str, Path],
                                                                             one_thread: None) -> None:
     torch.manual_seed(0)
