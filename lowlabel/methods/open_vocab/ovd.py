@@ -35,11 +35,9 @@ image and kept (the offline RPN is frozen, so they never change; a flipped image
 run the RPN on every batch, as the paper. FrozenBN everywhere and ``FREEZE_AT 2`` (stem and res2 frozen) as the paper,
 also for the tiny CLIP (one block per stage: res3, res4, res5 and the attention pool train). The text tower never
 trains; the text embeddings are computed once, with CLIP's 80 ImageNet templates (``text.templates``), and kept as a
-buffer of the network (checkpointed, so ``predict`` needs no recomputation). The ShapesWorld configs also train the
-background embedding (``model.learn_background``) and multiply the class scores by the RPN's objectness
-(``roi.multiply_objectness``, the paper's LVIS setting): chosen on a second world, because with the zero logit the
-tiny tower pushes every region off the text cone and one novel class wins every proposal (benchmarks/README, "The
-OVD transfer on a second world"). The COCO and LVIS configs keep the paper's head.
+buffer of the network (checkpointed, so ``predict`` needs no recomputation). Switches off the paper's path, for the
+failure benchmarks/README describes ("The OVD transfer on a second world"): ``model.learn_background`` (a trained
+background embedding), ``model.head_steps`` (the head alone first) and ``roi.multiply_objectness`` (the LVIS setting).
 
     lowlabel train ovd --config configs/ovd/synth-full.yaml --init_from runs/regionclip/full
     lowlabel evaluate ovd --ckpt runs/clip/full --zero-shot gt --method-config configs/ovd/synth-full.yaml
