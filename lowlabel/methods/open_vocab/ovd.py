@@ -499,8 +499,10 @@ class OVDMethod:
             num_classes=len(self.base_cols), matcher=self.matcher, sampler=self.sampler, coder=self.coder)
         with torch.set_grad_enabled(step >= cfg.model.head_steps):  # model.head_steps: no gradient to the tower yet
             feats = net.region_features(x, rois, pool_size=self.pool_size)  # (R, D)
-        logits = ovd_logits(feats, net.class_emb[self.base_cols.to(x.device)], temperature=cfg.loss.temperature,
-                            background=net.background)
+        # every class's logit, background last (R, C_all + 1); training scores the base columns and the background
+        every = ovd_logits(feats, net.class_emb, temperature=cfg.loss.temperature, background=net.background)
+        trained = torch.cat([self.base_cols, torch.tensor([every.shape[1] - 1])]).to(x.device)
+        logits = every[:, trained]  # (R, C_base + 1)
         if cfg.loss.kind == "focal":
             l_cls = focal_scaled_cross_entropy(logits, labels, gamma=cfg.loss.gamma,
                                                background_weight=cfg.loss.background_weight)
@@ -518,8 +520,6 @@ class OVDMethod:
             feat_norm = float(feats.detach().norm(dim=1).mean()) if len(feats) else 0.0
             # label-free collapse signal: the share of sampled RoIs that a novel class (never a training label) would
             # win against every base class and the background at test time
-            every = ovd_logits(feats.detach(), net.class_emb, temperature=cfg.loss.temperature,
-                               background=net.background)  # (R, C_all + 1)
             novel_share = novel_win_share(every, self.categories.novel.to(x.device))
         yield StepOutput(losses={"model": loss}, logs={
             "loss": float(loss.detach()), "loss_cls": float(l_cls.detach()), "loss_box": float(l_box.detach()),
