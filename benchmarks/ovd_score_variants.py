@@ -5,7 +5,7 @@ Variants: as trained; ``--objectness`` multiplies each class score by the RPN's 
 (``roi.multiply_objectness``, RegionCLIP's LVIS ``MULTIPLY_RPN_SCORE``); ``--zero-regressor`` zeroes the box
 regressor (the proposals' own boxes), to tell a failing classifier from failing boxes.
 
-    .venv/bin/python benchmarks/ovd_score_variants.py --run runs/ovd-dev/bg-200 --objectness
+    .venv/bin/python benchmarks/ovd_score_variants.py --run runs/ovd-dev16/NAME --objectness
 """
 
 import argparse
