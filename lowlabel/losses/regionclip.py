@@ -334,6 +334,22 @@ def ovd_logits(region_feats: Tensor, class_emb: Tensor, *, temperature: float = 
     return torch.cat([cos, bg], dim=1) / temperature  # (R, C + 1)
 
 
+def region_distillation_l1(region_feats: Tensor, target_feats: Tensor) -> Tensor:
+    """ViLD-image's distillation: the L1 distance between unit region embeddings and unit targets, summed over the
+    embedding and averaged over the regions (0 for no regions).
+
+    Args:
+        region_feats: (R, D) the trained box head's embeddings.
+        target_feats: (R, D) the targets of the same regions (no gradient flows into them).
+    """
+    if region_feats.shape != target_feats.shape or region_feats.dim() != 2:
+        raise ValueError(f"need two (R, D) of one shape, got {tuple(region_feats.shape)}, {tuple(target_feats.shape)}")
+    if len(region_feats) == 0:
+        return region_feats.sum() * 0.0
+    diff = F.normalize(region_feats, dim=-1) - F.normalize(target_feats.detach(), dim=-1)
+    return diff.abs().sum(dim=1).mean()
+
+
 def _check_targets(logits: Tensor, targets: Tensor) -> None:
     if logits.dim() != 2 or logits.shape[1] < 2 or targets.shape != logits.shape[:1]:
         raise ValueError(f"need logits (R, C + 1) with C >= 1 and targets (R,), got {tuple(logits.shape)}, "

@@ -279,6 +279,19 @@ def test_background_weighted_cross_entropy_is_a_weighted_mean() -> None:
     assert float(got) == pytest.approx((math.log(4 / 3) + 0.8 * math.log(4)) / 1.8, rel=1e-6)
 
 
+def test_region_distillation_l1_hand_values() -> None:
+    a = torch.tensor([[3.0, 0.0], [0.0, 2.0]], requires_grad=True)
+    target = torch.tensor([[0.0, 5.0], [0.0, 1.0]])  # unit: (0, 1) twice
+    # region 0: |1 - 0| + |0 - 1| = 2; region 1: identical directions, 0; mean over the regions: 1
+    loss = R.region_distillation_l1(a, target)
+    assert loss.item() == pytest.approx(1.0)
+    loss.backward()
+    assert a.grad is not None and target.grad is None
+    assert R.region_distillation_l1(a[:0], target[:0]).item() == 0.0  # no region
+    with pytest.raises(ValueError, match="one shape"):
+        R.region_distillation_l1(a, target[:1])
+
+
 def test_classifier_categories_are_base_or_all_never_novel_only() -> None:
     emb = torch.arange(8.0).view(4, 2)
     is_base = torch.tensor([True, False, True, False])

@@ -69,6 +69,7 @@ from lowlabel.losses.regionclip import (
     background_weighted_cross_entropy,
     focal_scaled_cross_entropy,
     ovd_logits,
+    region_distillation_l1,
 )
 from lowlabel.methods.base import (
     EvalResult,
@@ -109,11 +110,13 @@ from lowlabel.methods.open_vocab.roi import (
     letterbox_boxes,
     per_image_region_accuracy,
     plain_boxes,
+    region_embeddings,
     roi_zero_shot_scores,
 )
 from lowlabel.methods.predict import predict_files
 from lowlabel.metrics.coco import coco_box_ap
 from lowlabel.models.clip import (
+    c4_parts,
     check_class_names,
     prompt_embeddings,
 )
@@ -163,7 +166,9 @@ class OVDModelConfig:
     arch: str = ""  # "" = the arch recorded by the init_from run (a regionclip run: its teacher's)
     image_size: int = 0  # the CLIP's input size (attention-pool grid = image_size / 32); 0 = the run's
     context_length: int = 0  # 0 = the run's
-    freeze_at: int = 2  # detectron2 FREEZE_AT 2 (stem and res2 frozen), RegionCLIP's transfer configs
+    # detectron2 FREEZE_AT 2 (stem and res2 frozen), RegionCLIP's transfer configs; 3, 4, 5 freeze res3, res4, res5
+    # too, and 6 the attention pool as well: the whole image tower frozen, only the head trains (F-VLM's transfer)
+    freeze_at: int = 2
     pool_size: int = 0  # RoIAlign side on res4; 0 = 2 x the attention-pool grid (RN50 at 224: 14, POOLER_RESOLUTION)
     # false: the paper's frozen zero background logit; true: the background embedding trains from 0 (the official
     # cls_bg_score with requires_grad, as ViLD's learnt background)
@@ -174,8 +179,8 @@ class OVDModelConfig:
     head_steps: int = 0
 
     def __post_init__(self) -> None:
-        if not 0 <= self.freeze_at <= 5:
-            raise ValueError(f"model.freeze_at must be in 0..5, got {self.freeze_at}")
+        if not 0 <= self.freeze_at <= 6:
+            raise ValueError(f"model.freeze_at must be in 0..6, got {self.freeze_at}")
         if self.pool_size < 0 or self.pool_size % 2:
             raise ValueError(f"model.pool_size must be 0 or even (res5 halves it), got {self.pool_size}")
         if self.head_steps < 0:
@@ -201,6 +206,13 @@ class OVDLossConfig:
     background_weight: float = COCO_BACKGROUND_WEIGHT  # COCO 0.2, LVIS 0.8
     temperature: float = OVD_TEMPERATURE  # cosine logits / 0.01
     box_weight: float = 1.0
+    # ViLD-image distillation (not in RegionCLIP): w x the L1 distance between each sampled RoI's unit embedding and
+    # the frozen init tower's on the same RoI (ViLD distils CLIP crop embeddings, w = 0.5); 0 = the paper's, no term
+    distill_weight: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.distill_weight < 0:
+            raise ValueError(f"loss.distill_weight must be >= 0, got {self.distill_weight}")
 
 
 @dataclass
@@ -412,6 +424,10 @@ class OVDMethod:
         self.matcher = Matcher(cfg.roi.fg_iou_thresh, cfg.roi.fg_iou_thresh, allow_low_quality_matches=False)
         self.sampler = BalancedPositiveNegativeSampler(cfg.roi.batch_size_per_image, cfg.roi.positive_fraction)
         self._proposer: Frozen | None = None
+        self._reference: Frozen | None = None  # loss.distill_weight: the init tower, frozen, the distillation target
+        if cfg.loss.distill_weight > 0:
+            self._reference = Frozen(module=clip.requires_grad_(False).eval(), source=str(self.init_weights.file),
+                                     sha256=self.init_weights.sha256())
         self._proposals: dict[int, Proposals] = {}  # the training images' proposals, computed once each
 
     def _text_embeddings(self, clip: nn.Module) -> Tensor:
@@ -448,7 +464,9 @@ class OVDMethod:
             return {}
         if self._proposer is None:
             self._proposer = load_proposer(self.config.proposals.source)
-        return {"proposer": self._proposer}
+        if self._reference is None or self.config.eval.zero_shot != "off":
+            return {"proposer": self._proposer}
+        return {"proposer": self._proposer, "reference": self._reference}
 
     def optimizers(self, nets: Mapping[str, nn.Module]) -> dict[str, torch.optim.Optimizer]:
         params = [p for p in nets["model"].parameters() if p.requires_grad]
@@ -513,6 +531,14 @@ class OVDMethod:
         # torchvision's fastrcnn_loss: smooth L1 summed over the foreground RoIs, divided by all sampled RoIs
         l_box = F.smooth_l1_loss(deltas[fg], targets[fg], beta=SMOOTH_L1_BETA, reduction="sum") / max(len(labels), 1)
         loss = l_cls + cfg.loss.box_weight * l_box
+        logs = {}
+        if cfg.loss.distill_weight > 0:  # ViLD-image toward the init tower's RoI embeddings
+            with torch.no_grad():
+                reference = nets["reference"]
+                target = region_embeddings(reference, c4_parts(reference).trunk(x), rois, pool_size=self.pool_size)
+            l_distill = region_distillation_l1(feats, target)
+            loss = loss + cfg.loss.distill_weight * l_distill
+            logs["loss_distill"] = float(l_distill.detach())
         with torch.no_grad():
             hits = logits.argmax(1) == labels
             acc = 100.0 * float(hits.float().mean()) if len(labels) else 0.0
@@ -525,7 +551,7 @@ class OVDMethod:
             "loss": float(loss.detach()), "loss_cls": float(l_cls.detach()), "loss_box": float(l_box.detach()),
             "fg_share": 100.0 * float(fg.float().mean()) if len(labels) else 0.0, "roi_acc": acc,
             "roi_acc_fg": acc_fg, "roi_feat_norm": feat_norm, "novel_win_share": novel_share,
-            "background_logit": float(logits.detach()[:, -1].abs().max()) if len(labels) else 0.0})
+            "background_logit": float(logits.detach()[:, -1].abs().max()) if len(labels) else 0.0, **logs})
 
     # -- inference
     @torch.no_grad()

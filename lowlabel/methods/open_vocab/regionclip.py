@@ -238,13 +238,16 @@ def load_teacher(cfg: RegionCLIPConfig) -> tuple[nn.Module, Frozen]:
 
 
 def make_student(teacher: nn.Module, *, freeze_at: int) -> nn.Module:
-    """A copy of ``teacher`` whose image tower trains from stage ``freeze_at`` on (module docstring); BatchNorm
-    parameters, the text tower and the logit scale stay frozen."""
+    """A copy of ``teacher`` whose image tower trains from stage ``freeze_at`` on (module docstring: 0 stem, 1 res2,
+    ..., 4 res5, 5 the attention pool; 6 = nothing trains); BatchNorm parameters, the text tower and the logit scale
+    stay frozen."""
+    if not 0 <= freeze_at <= 6:
+        raise ValueError(f"freeze_at must be in 0..6, got {freeze_at}")
     student = copy.deepcopy(teacher).requires_grad_(False).train()
     v = student.visual
     stages: list[list[nn.Module]] = [[v.conv1, v.bn1, v.conv2, v.bn2, v.conv3, v.bn3], [v.layer1], [v.layer2],
-                                     [v.layer3], [v.layer4]]
-    for stage in stages[freeze_at:] + [[v.attnpool]]:
+                                     [v.layer3], [v.layer4], [v.attnpool]]
+    for stage in stages[freeze_at:]:
         for module in stage:
             module.requires_grad_(True)
     for module in v.modules():

@@ -105,6 +105,49 @@ def test_head_steps_train_only_the_head_first(files: dict[str, Path], one_thread
         assert torch.equal(after[pool], before[pool]) is not tower_moves  # the tower from step head_steps on
 
 
+def test_freeze_at_6_trains_the_head_alone(files: dict[str, Path], one_thread: None) -> None:
+    torch.manual_seed(0)
+    method = ovd.build(config(files, model=ovd.OVDModelConfig(learn_background=True, freeze_at=6)))
+    net, nets = method.model, nets_of(method)
+    trained = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert trained == {"background", "bbox_pred.weight", "bbox_pred.bias"}  # F-VLM's transfer: no tower parameter
+    opt = method.optimizers(nets)["model"]
+    batch = ovd.collate_train([method.train_dataset()[i] for i in range(3)])
+    out = next(iter(method.training_step(nets, batch, 0)))
+    opt.zero_grad()
+    out.losses["model"].backward()
+    opt.step()
+    assert not torch.equal(net.background, torch.zeros_like(net.background))
+    with pytest.raises(ValueError, match="0..6"):
+        ovd.OVDModelConfig(freeze_at=7)
+
+
+def test_distillation_starts_at_zero_and_holds_the_init_tower_fixed(files: dict[str, Path],
+                                                                    one_thread: None) -> None:
+    torch.manual_seed(0)
+    method = ovd.build(config(files, loss=ovd.OVDLossConfig(distill_weight=0.5)))
+    assert "reference" not in ovd.build(config(files)).frozen_networks()  # the paper's: no second tower
+    net, nets = method.model, nets_of(method)
+    reference = nets["reference"]
+    ref_before = {k: v.clone() for k, v in reference.state_dict().items()}
+    opt = method.optimizers(nets)["model"]
+    assert not any(p is q for p in opt.param_groups[0]["params"] for q in reference.parameters())
+    batch = ovd.collate_train([method.train_dataset()[i] for i in range(3)])
+    seen = []
+    for step in range(2):
+        out = next(iter(method.training_step(nets, batch, step)))
+        seen.append(out.logs["loss_distill"])
+        opt.zero_grad()
+        out.losses["model"].backward()
+        opt.step()
+    # the untrained tower is the init tower (BatchNorm frozen in both): no distance at step 0, some after a step
+    assert seen[0] == pytest.approx(0.0, abs=1e-5) and seen[1] > 1e-4
+    assert all(torch.equal(reference.state_dict()[k], v) for k, v in ref_before.items())
+    assert not torch.equal(net.clip.visual.attnpool.c_proj.weight, reference.visual.attnpool.c_proj.weight)
+    with pytest.raises(ValueError, match="distill_weight"):
+        ovd.OVDLossConfig(distill_weight=-1.0)
+
+
 def test_learn_background_trains_the_background_embedding_and_scores_with_it(files: dict[str, Path],
                                                                             one_thread: None) -> None:
     torch.manual_seed(0)
