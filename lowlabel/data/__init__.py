@@ -19,6 +19,24 @@ from lowlabel.errors import DataError, UserError
 
 KINDS = ("wsol", "voc", "davis", "coco", "domains", "pretrain")
 ON_DEMAND = ("pretrain",)  # added to a cached ShapesWorld folder the first time a run asks for it
+_READ_VERSIONS: dict[str, str] = {}  # kind -> generator version of each ShapesWorld folder this process resolved
+
+
+def shapesworld_versions() -> dict[str, str]:
+    """``{kind: generator version}`` of the ShapesWorld folders :func:`resolve_root` has returned in this process
+    (recorded in a run's ``env.json``, so a later stage can tell that its init run read another version)."""
+    return dict(_READ_VERSIONS)
+
+
+def _note_version(folder: Path, kind: str) -> None:
+    from lowlabel.data.synth.manifest import folder_versions, load_manifest
+
+    try:
+        version = folder_versions(load_manifest(folder)).get(kind)
+    except DataError:
+        return
+    if version:
+        _READ_VERSIONS[kind] = version
 
 
 def cache_dir() -> Path:
@@ -146,13 +164,19 @@ def resolve_root(root: str | os.PathLike, kind: str) -> Path:
     text = os.fspath(root)
     if text.startswith("synth:"):
         preset, seed = parse_synth(text)
-        return ensure_synth(preset, seed, kind) / kind
+        folder = ensure_synth(preset, seed, kind)
+        _note_version(folder, kind)
+        return folder / kind
     path = Path(text).expanduser()
     if not path.exists():
         raise DataError(f"{path}: data root does not exist")
     if (path / "manifest.json").is_file() and (path / kind).is_dir():
+        _note_version(path, kind)
         return path / kind
+    if path.name == kind and (path.parent / "manifest.json").is_file():  # a ShapesWorld kind folder itself
+        _note_version(path.parent, kind)
     return path
 
 
-__all__ = ["KINDS", "ON_DEMAND", "cache_dir", "ensure_synth", "parse_synth", "resolve_root"]
+__all__ = ["KINDS", "ON_DEMAND", "cache_dir", "ensure_synth", "parse_synth", "resolve_root",
+           "shapesworld_versions"]

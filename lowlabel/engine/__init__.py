@@ -11,6 +11,7 @@ A run folder::
 
     config.yaml              the resolved method config (a valid --config file for `lowlabel train <method>`)
     env.json                 versions, git commit (+ dirty flag), device, world size, precision, seed, argv
+                             and ``shapesworld``: {kind: version} of the ShapesWorld folders read
     logs/metrics.csv         long format `step,key,value`; keys: loss/<optimizer>, train/<logged term>,
                              lr/<optimizer>, <eval split>/<metric> (e.g. val/MaxBoxAccV2)
     logs/events.out.tfevents.*   the same scalars for TensorBoard

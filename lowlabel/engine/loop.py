@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from lowlabel.data import shapesworld_versions
 from lowlabel.engine.checkpoint import (
     FORMAT,
     atomic_copy,
@@ -229,6 +230,7 @@ class _Loop:
         env = environment_info(method=self.method.name, seed=self.tcfg.seed, device=str(self.fabric.device),
                                world_size=self.world, precision=self.tcfg.precision)
         env["deterministic"] = self.tcfg.deterministic
+        env["shapesworld"] = shapesworld_versions()  # the data versions read, checked by read_stage of a later stage
         env["resumed_from"] = None if self.resume_path is None else str(self.resume_path)
         env["resumed_at_step"] = self.state.step if self.resume_path is not None else None
         write_json(self.run_dir / "env.json", env)

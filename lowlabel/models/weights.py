@@ -197,7 +197,28 @@ def read_stage(init_from: str | Path, *, stage: str, accepts: tuple[str, ...] = 
     if accepts and weights.method is not None and weights.method not in accepts:
         raise UserError(f"{weights.file}: a run of {weights.method!r}; init_from of {stage} needs "
                         f"{' or '.join(repr(a) for a in accepts)}")
+    _check_data_versions(path, stage)
     return weights
+
+
+def _check_data_versions(path: Path, stage: str) -> None:
+    """A run folder (or one of its checkpoints) whose ``env.json`` says it read another version of a ShapesWorld
+    folder than this process has read is an error: its classes or images are not the ones this stage sees (a
+    coco/ 1.5 teacher has never heard of four of coco/ 1.6's novel categories)."""
+    from lowlabel.data import shapesworld_versions
+
+    run = path if path.is_dir() else path.parent.parent if path.parent.name == "checkpoints" else None
+    if run is None or not (run / "env.json").is_file():
+        return
+    try:
+        recorded = json.loads((run / "env.json").read_text()).get("shapesworld") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    current = shapesworld_versions()
+    for kind, version in sorted(recorded.items()):
+        if kind in current and current[kind] != version:
+            raise UserError(f"{run}: trained on ShapesWorld {kind}/ {version}, but this {stage} run reads {kind}/ "
+                            f"{current[kind]}; retrain it on the current data")
 
 
 def load_weights(path: str | Path, *, trust_pickle: bool = False) -> dict[str, dict[str, torch.Tensor]]:

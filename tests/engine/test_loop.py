@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+import lowlabel.data
 import lowlabel.methods
 from lowlabel.engine import evaluate_run, fit, load_method_from_run, seed_everything
 from lowlabel.engine.checkpoint import load_checkpoint
@@ -32,7 +33,8 @@ def flat_weights(method) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for net in method.networks().values() for p in net.parameters()])
 
 
-def test_run_folder_layout(tmp_path):
+def test_run_folder_layout(tmp_path, monkeypatch):
+    monkeypatch.setattr(lowlabel.data, "_READ_VERSIONS", {})  # what earlier tests in this process resolved
     cfg = toy_config(trainer={"max_steps": 4, "eval_every": 2, "log_every": 1})
     method, _, result = run_toy(cfg, tmp_path / "run")
     run = tmp_path / "run"
@@ -43,6 +45,7 @@ def test_run_folder_layout(tmp_path):
     assert yaml.safe_load((run / "config.yaml").read_text())["optim"]["lr"] == cfg.optim.lr
     env = json.loads((run / "env.json").read_text())
     assert env["seed"] == 0 and env["packages"]["torch"] and "git" in env and env["device"] == "cpu"
+    assert env["shapesworld"] == {}  # the toy reads no ShapesWorld folder (test_stages.py: one that does)
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["step"] == 4 and metrics["split"] == "val" and metrics["mse"] == result.metrics["mse"]
     rows = read_csv(run / "logs" / "metrics.csv")

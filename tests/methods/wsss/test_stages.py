@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 import torch
 
+import lowlabel.data
+from lowlabel.data import resolve_root, shapesworld_versions
 from lowlabel.errors import DataError, UserError
 from lowlabel.methods.wsss import seg
 from lowlabel.models.weights import CHECKPOINT_FORMAT, read_stage
@@ -62,3 +65,24 @@ def test_read_stage_accepts_files_that_do_not_name_their_method(tmp_path: Path) 
     stage = read_stage(weights, stage="x", accepts=("sipe",))
     assert stage.method is None and list(stage.nets[""]) == ["conv.weight"]
     assert len(stage.sha256()) == 64
+
+
+def test_read_stage_refuses_a_run_trained_on_another_shapesworld_version(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(lowlabel.data, "_READ_VERSIONS", {})
+    world = tmp_path / "world"  # a ShapesWorld output folder whose manifest records coco/ at 1.6
+    (world / "coco").mkdir(parents=True)
+    (world / "manifest.json").write_text(json.dumps({"version": "1.6", "versions": {"coco": "1.6"},
+                                                     "files": {"coco/a.json": {"sha256": "0", "bytes": 1}}}))
+    run = fake_run(tmp_path / "teacher", "clip")
+    read_stage(run, stage="ovd")  # nothing resolved yet, and no record: no check
+    (run / "env.json").write_text(json.dumps({"shapesworld": {"coco": "1.5", "voc": "1.2"}}))
+    read_stage(run, stage="ovd")  # still nothing resolved in this process
+    assert resolve_root(str(world), "coco") == world / "coco" and shapesworld_versions() == {"coco": "1.6"}
+    for named in (run, run / "checkpoints" / "last.ckpt"):
+        with pytest.raises(UserError, match=r"teacher: trained on ShapesWorld coco/ 1.5, but this ovd run reads "
+                                            r"coco/ 1.6; retrain it on the current data"):
+            read_stage(named, stage="ovd")
+    (run / "env.json").write_text(json.dumps({"shapesworld": {"coco": "1.6", "voc": "1.2"}}))
+    assert read_stage(run, stage="ovd").method == "clip"  # same version; voc/ is not read here
+    assert resolve_root(str(world / "coco"), "coco") == world / "coco"  # the kind folder itself is noted too
