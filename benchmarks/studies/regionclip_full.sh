@@ -7,8 +7,8 @@
 #   - zero-shot on val, every class competing: GT-box RoI-feature accuracy (student and teacher; the teacher also on
 #     GT-box crops) and detection from the RPN's proposals.
 # Writes benchmarks/results/regionclip-full-regions.json (zero-shot region accuracy) and regionclip-full-ovd.json (AP50
-# novel / base / all). About 30 (RPN), 16 (teacher), 21 (regionclip) and 20 (ovd) CPU-minutes per run; two runs at
-# a time on 2 cores, about 2 hours in all. Finished steps are skipped (DONE files); a killed run resumes.
+# novel / base / all). About 30 (RPN), 16 (teacher), 21 (regionclip) and 10 (ovd, tower frozen) CPU-minutes per run;
+# two runs at a time on 2 cores, about 2 hours in all. Finished steps are skipped (DONE files); a killed run resumes.
 # Usage: bash benchmarks/studies/regionclip_full.sh [OUT=runs/regionclip-full] [SEEDS="0 1 2"] [TEACHER=OUT/clip]
 #        [PRESET=synth-full]   (PRESET synth-quick runs the same steps on the quick data in a few minutes)
 # OVD=0 in the environment runs the region-text half alone (RPN, teacher, students, zero-shot rows) and writes
