@@ -32,12 +32,17 @@ never learnt what the zero logit stands for) times the objectness, class NMS 0.5
 Departures, for a CPU and a small model: the input is letterboxed to ``data.image_size`` (as the regionclip stage; the
 paper resizes the shorter side to 800) and, with ``data.cache_proposals``, the proposals are computed once per training
 image and kept (the offline RPN is frozen, so they never change; a flipped image flips them); the COCO and LVIS configs
-run the RPN on every batch, as the paper. FrozenBN everywhere and ``FREEZE_AT 2`` (stem and res2 frozen) as the paper,
-also for the tiny CLIP (one block per stage: res3, res4, res5 and the attention pool train). The text tower never
-trains; the text embeddings are computed once, with CLIP's 80 ImageNet templates (``text.templates``), and kept as a
-buffer of the network (checkpointed, so ``predict`` needs no recomputation). Switches off the paper's path, for the
-failure benchmarks/README describes ("The OVD transfer on a second world"): ``model.learn_background`` (a trained
-background embedding), ``model.head_steps`` (the head alone first) and ``roi.multiply_objectness`` (the LVIS setting).
+run the RPN on every batch, as the paper. FrozenBN everywhere and ``FREEZE_AT 2`` (stem and res2 frozen) by default, as
+the paper. The text tower never trains; the text embeddings are computed once, with CLIP's 80 ImageNet templates
+(``text.templates``), and kept as a buffer of the network (checkpointed, so ``predict`` needs no recomputation).
+
+Switches off the paper's path, for the failure benchmarks/README describes ("The OVD transfer on a second world":
+every transfer that trains the tower collapses onto one novel class on ShapesWorld): ``model.freeze_at: 6`` (the
+whole image tower frozen, attention pool included, as F-VLM), ``loss.distill_weight`` (ViLD-image's L1 toward the
+frozen init tower's RoI embeddings), ``model.learn_background`` (a trained background embedding),
+``model.head_steps`` (the head alone first) and ``roi.multiply_objectness`` (scores x RPN objectness, the LVIS
+setting). The ShapesWorld configs take the first and the last, chosen on a second world (``synth:full:1``); the
+COCO and LVIS configs keep the paper's transfer.
 
     lowlabel train ovd --config configs/ovd/synth-full.yaml --init_from runs/regionclip/full
     lowlabel evaluate ovd --ckpt runs/clip/full --zero-shot gt --method-config configs/ovd/synth-full.yaml
