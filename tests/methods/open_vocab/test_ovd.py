@@ -53,6 +53,17 @@ def nets_of(method: ovd.OVDMethod) -> dict[str, torch.nn.Module]:
     return {**method.networks(), **{k: f.module for k, f in method.frozen_networks().items()}}
 
 
+def train_step(method: ovd.OVDMethod, nets: dict[str, torch.nn.Module], opt: torch.optim.Optimizer,
+               step: int = 0) -> tuple[dict, object]:
+    """One optimizer step on the first three train images: (the batch, the step's output)."""
+    batch = ovd.collate_train([method.train_dataset()[i] for i in range(3)])
+    out = next(iter(method.training_step(nets, batch, step)))
+    opt.zero_grad()
+    out.losses["model"].backward()
+    opt.step()
+    return batch, out
+
+
 def test_training_keeps_the_background_logit_zero_and_the_text_frozen(files: dict[str, Path],
                                                                       one_thread: None) -> None:
     torch.manual_seed(0)
@@ -111,12 +122,7 @@ def test_freeze_at_6_trains_the_head_alone(files: dict[str, Path], one_thread: N
     net, nets = method.model, nets_of(method)
     trained = {n for n, p in net.named_parameters() if p.requires_grad}
     assert trained == {"background", "bbox_pred.weight", "bbox_pred.bias"}  # F-VLM's transfer: no tower parameter
-    opt = method.optimizers(nets)["model"]
-    batch = ovd.collate_train([method.train_dataset()[i] for i in range(3)])
-    out = next(iter(method.training_step(nets, batch, 0)))
-    opt.zero_grad()
-    out.losses["model"].backward()
-    opt.step()
+    train_step(method, nets, method.optimizers(nets)["model"])
     assert not torch.equal(net.background, torch.zeros_like(net.background))
     with pytest.raises(ValueError, match="0..6"):
         ovd.OVDModelConfig(freeze_at=7)
@@ -132,14 +138,7 @@ def test_distillation_starts_at_zero_and_holds_the_init_tower_fixed(files: dict[
     ref_before = {k: v.clone() for k, v in reference.state_dict().items()}
     opt = method.optimizers(nets)["model"]
     assert not any(p is q for p in opt.param_groups[0]["params"] for q in reference.parameters())
-    batch = ovd.collate_train([method.train_dataset()[i] for i in range(3)])
-    seen = []
-    for step in range(2):
-        out = next(iter(method.training_step(nets, batch, step)))
-        seen.append(out.logs["loss_distill"])
-        opt.zero_grad()
-        out.losses["model"].backward()
-        opt.step()
+    seen = [train_step(method, nets, opt, step)[1].logs["loss_distill"] for step in range(2)]
     # the untrained tower is the init tower (BatchNorm frozen in both): no distance at step 0, some after a step
     assert seen[0] == pytest.approx(0.0, abs=1e-5) and seen[1] > 1e-4
     assert all(torch.equal(reference.state_dict()[k], v) for k, v in ref_before.items())
@@ -155,12 +154,7 @@ def test_learn_background_trains_the_background_embedding_and_scores_with_it(fil
     net, nets = method.model, nets_of(method)
     assert torch.equal(net.background, torch.zeros_like(net.background))  # starts as the paper's zero logit
     assert ovd.build(config(files)).model.background is None  # the paper's: no parameter, no checkpoint key
-    opt = method.optimizers(nets)["model"]
-    batch = ovd.collate_train([method.train_dataset()[i] for i in range(3)])
-    out = next(iter(method.training_step(nets, batch, 0)))
-    opt.zero_grad()
-    out.losses["model"].backward()
-    opt.step()
+    batch, _ = train_step(method, nets, method.optimizers(nets)["model"])
     assert net.background.abs().sum() > 0  # in the optimizer, moved by the background RoIs
     images = [torch.as_tensor(batch["raw"][0])]
     _, _, feats, probs = method.proposal_scores(nets, images, net.class_emb)
