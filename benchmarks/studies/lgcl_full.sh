@@ -6,7 +6,9 @@
 # gives the source-only (raw testB) and oracle (testB_clean) rows. Writes benchmarks/results/lgcl-full.json.
 # About 20 (CUT), 30 (no L_GA) and 40 (LGCL) CPU-minutes per translator run; two runs at a time on 2 cores.
 # Finished steps are skipped (DONE files); a killed run resumes from its last checkpoint.
-# Usage: bash benchmarks/studies/lgcl_full.sh [OUT=runs/lgcl-full] [SEEDS="0 1 2"]
+# Usage: [JOBS=2] bash benchmarks/studies/lgcl_full.sh [OUT=runs/lgcl-full] [SEEDS="0 1 2"]
+# Runs of the first LGCL layer-weight mapping (0.1 ... 1.0, weight 1 on G_A's logits), kept as OUT/lgcl-first-s*,
+# are reported as a row of their own when present (benchmarks/README, "LGCL: what L_GA does to the attention").
 set -euo pipefail
 out=${1:-runs/lgcl-full}
 seeds=${2:-0 1 2}
@@ -35,12 +37,18 @@ run() {  # name method seed [overrides...]
 queue=()
 for s in $seeds; do queue+=("lgcl lgcl $s" "lgcl-no-lga lgcl $s --lg.weight 0" "cut cut $s"); done
 export -f run; export out det ll
-printf '%s\n' "${queue[@]}" | xargs -P 2 -L 1 bash -c 'set -euo pipefail; run "$@"' _
+first=()
+if compgen -G "$out/lgcl-first-s*" >/dev/null; then
+  first=(--row "LGCL, first run: weight 1 on G_A's logits (0.1 / 0.4 / 0.7 / 1.0)" ablation "$out/lgcl-first-s*" \
+    mAP PSNR SSIM)
+fi
+printf '%s\n' "${queue[@]}" | xargs -P "${JOBS:-2}" -L 1 bash -c 'set -euo pipefail; run "$@"' _
 "$py" benchmarks/write_result.py --study lgcl-full \
   --command "bash benchmarks/studies/lgcl_full.sh $out \"$seeds\"" \
   --row "LGCL" method "$out/lgcl-s*" mAP PSNR SSIM \
   --row "CUT (= LGCL without G_A)" baseline "$out/cut-s*" mAP PSNR SSIM \
   --row "LGCL without L_GA (--lg.weight 0)" ablation "$out/lgcl-no-lga-s*" mAP PSNR SSIM \
+  "${first[@]}" \
   --row "source-only: the detector on raw testB" reference "$det::testB/metrics.json" mAP \
   --row "oracle: the detector on the fog-free twins" reference "$det::testB_clean/metrics.json" mAP
 "$py" -c "from lowlabel.report.results import markdown_table, read_result; \

@@ -12,7 +12,8 @@ printed). Every random choice (patch ids, crop boxes, shuffles) is an argument; 
   the division, and the loss is the cross-entropy with the positive at index 0. Keys are detached. Mean over B x S
   patches, then over layers.
 * :func:`info_nce`, :func:`local_global_loss`: the DetCo-style loss on (E_B, G_A), per layer i of
-  :func:`lowlabel.models.lgcl_nets.lg_features` with weight w_i (0.1, 0.4, 0.7, 1.0, shallow to deep)::
+  :func:`lowlabel.models.lgcl_nets.lg_features` with weight w_i (1.0, 0.7, 0.4, 0.1 on E_B c(4w), G_A u(2w), u(w),
+  logits: the weights grow with the feature stride, as DetCo's do from res2 to res5)::
 
       L_{G_A} = sum_i w_i (NCE(g_i(x1), gm_i(x2); Qg_i) + NCE(l_i(P1), gm_i(x2); Qg_i) + NCE(l_i(P1), lm_i(P2); Ql_i))
 
@@ -43,7 +44,7 @@ SELF_FILL = -10.0  # CUT fills the self pair among the negatives with -10 before
 LG_TAU = 0.2  # MoCo v2 / DetCo
 LG_MOMENTUM = 0.999  # MoCo / DetCo
 QUEUE_SIZE = 65536  # MoCo / DetCo K, one queue per kind (global, local) and layer
-LG_LAYER_WEIGHTS = (0.1, 0.4, 0.7, 1.0)  # LGCL supp.; mapped shallow -> deep as in DetCo
+LG_LAYER_WEIGHTS = (1.0, 0.7, 0.4, 0.1)  # LGCL supp.'s weights, growing with the stride of lg_features' layers
 GRID = 4  # 4 x 4 local patches (LGCL supp. section 6.4)
 MIN_CROP_AREA = 0.6  # the local crop covers >= 60 % of the image (LGCL supp., after PIRL)
 

@@ -30,10 +30,13 @@ Open points of the paper, decided here (reference/methods.md, section 1d):
   downsampling taps sit after the stride (H/2, H/4) rather than before it (H, H/2) as in CUT's blur-pool version.
 * **First upsampling kernel 7** (``u128-s2-k7``) as printed: ConvTranspose2d(k=7, s=2, p=3, output_padding=1)
   doubles the size exactly. The other layers are printed with the usual kernels and are taken as they are.
-* **Local-global layers and weights**, shallow to deep as in DetCo (whose weights these are): E_B's ``c256-s2-k3``
-  (after its norm and ReLU) -> 0.1, G_A's ``u128`` -> 0.4, ``u64`` -> 0.7, ``u10`` -> 1.0. The ``u10`` tap is the
-  attention logits before the softmax: the loss is meant to shape the attention, so its output gets the largest
-  weight, and the logits keep the scale that the softmax would squash onto the simplex.
+* **Local-global layers and weights.** The layers are printed (E_B's ``c256-s2-k3`` after its norm and ReLU, G_A's
+  ``u128``, ``u64`` and ``u10``, the last read as the attention logits before the softmax); which weight goes to which
+  is not. They are DetCo's weights, which grow with the stage's stride (res2 -> 0.1 ... res5 -> 1.0), so they are
+  mapped by stride here: ``c256`` (H/4) -> 1.0, ``u128`` (H/2) -> 0.7, ``u64`` (H) -> 0.4, ``u10`` (H) -> 0.1.
+  The first reading (0.1 ... 1.0 in the order E_B -> G_A's output, weight 1.0 on the logits) flattened the masks on
+  ShapesWorld: instance discrimination acting on the logits at full weight pushed every pixel's mask towards the
+  same mix of the content maps (benchmarks/README, "LGCL: what L_GA does to the attention generator").
 * **Local patch encoding**, as in PIRL and DetCo: each of the 16 patches goes through E_B and G_A on its own (its
   features see only that patch), is average-pooled per layer, and the 16 vectors are concatenated in the shuffled
   order and fed to the local head (16 C -> 256 -> 128). Concatenation is what makes the shuffle matter; a mean over
@@ -230,7 +233,7 @@ class Translation:
 
 
 def lg_features(encoder: ResnetEncoder, attention: AttentionGenerator, x: Tensor) -> list[Tensor]:
-    """The 4 local-global layers on ``x`` (B, 3, H, W), shallow to deep (weights 0.1, 0.4, 0.7, 1.0):
+    """The 4 local-global layers on ``x`` (B, 3, H, W), in the order of the weights 1.0, 0.7, 0.4, 0.1:
     E_B c(4w)-s2 (B, 4w, H/4, W/4), G_A u(2w) (B, 2w, H/2, W/2), G_A u(w) (B, w, H, W), G_A logits (B, n + 1, H, W).
     Takes the modules, so the momentum copies of E_B and G_A use it too."""
     h, (e,) = encoder.forward_intermediates(x, [encoder.lg_layer])
@@ -255,7 +258,7 @@ class AttentionTranslator(nn.Module):
         self.encoder = ResnetEncoder(width=width, n_blocks=n_blocks, init_gain=None)
         self.content = ContentGenerator(width=width, n_content=n_content)
         self.attention = AttentionGenerator(width=width, n_content=n_content)
-        self.lg_channels = (4 * width, 2 * width, width, n_content + 1)  # of lg_features, shallow to deep
+        self.lg_channels = (4 * width, 2 * width, width, n_content + 1)  # of lg_features
         if init_gain is not None:
             init_cut_weights(self, init_gain)
 

@@ -202,7 +202,7 @@ def test_local_global_loss_matches_a_loop_with_per_layer_weights() -> None:
     torch.testing.assert_close(terms.gg, torch.tensor(want_gg))
     torch.testing.assert_close(terms.gl, torch.tensor(want_gl))
     torch.testing.assert_close(terms.ll, torch.tensor(want_ll))
-    weights = (0.1, 0.4, 0.7, 1.0)  # layer 0 (E_B) lightest, layer 3 (G_A's logits) heaviest
+    weights = (1.0, 0.7, 0.4, 0.1)  # the default: layer 0 (E_B, the largest stride) heaviest, G_A's logits lightest
     expected = sum(w * (a + b + c) for w, a, b, c in zip(weights, want_gg, want_gl, want_ll))
     assert float(terms.total) == pytest.approx(expected, rel=1e-5)
     only_last = L.local_global_loss(q_g, q_l, k_g, k_l, neg_g, neg_l, weights=(0, 0, 0, 1))

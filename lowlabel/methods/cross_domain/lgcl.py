@@ -9,7 +9,7 @@ labels::
     x1, x2 = two augmented views of x (flip, Gaussian blur, colour jitter, grayscale; no crop)
     P1, P2 = per view, a random crop of >= 60 % of the area, cut into 4 x 4 cells, shuffled      (B * 16 patches)
     query branch (E_B, G_A) on x1 and on each patch of P1; key branch (momentum copies E_Bm, G_Am) on x2, P2
-    per layer i of E_B c(4w)-s2, G_A u(2w), u(w), G_A logits (weights w_i = 0.1, 0.4, 0.7, 1.0):
+    per layer i of E_B c(4w)-s2, G_A u(2w), u(w), G_A logits (weights w_i = 1.0, 0.7, 0.4, 0.1):
         q_g = g_i(pool(f_i(x1))),   q_l = l_i(concat_j pool(f_i(P1_j))),   k_g, k_l likewise from the key branch
         L_gg = InfoNCE(q_g, k_g; global queue_i),  L_gl = InfoNCE(q_l, k_g; global queue_i),
         L_ll = InfoNCE(q_l, k_l; local queue_i)
@@ -66,7 +66,7 @@ class LocalGlobalConfig:
     """The local-global contrastive loss on G_A."""
 
     weight: float = 1.0  # lambda_lg (the paper: unit weights); 0 = "G_A without L_GA" (the paper's ablation)
-    layer_weights: tuple[float, float, float, float] = LG_LAYER_WEIGHTS  # shallow -> deep (DetCo's mapping)
+    layer_weights: tuple[float, float, float, float] = LG_LAYER_WEIGHTS  # of lg_features' layers (see above)
     tau: float = LG_TAU
     momentum: float = LG_MOMENTUM
     queue_size: int = QUEUE_SIZE

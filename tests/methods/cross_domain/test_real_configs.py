@@ -51,7 +51,7 @@ TRANSLATOR = {  # LGCL (1a items 1, 10): shorter side 600, full-resolution infer
     "optim_d.betas": (0.5, 0.99), "model.width": 64, "model.n_blocks": 9, "model.disc_width": 64,
     "nce.num_patches": 256, "nce.tau": 0.07, "trainer.batch_size": 1,
 }  # fmt: skip
-LOCAL_GLOBAL = {"lg.layer_weights": (0.1, 0.4, 0.7, 1.0), "lg.tau": 0.2, "lg.momentum": 0.999,
+LOCAL_GLOBAL = {"lg.layer_weights": (1.0, 0.7, 0.4, 0.1), "lg.tau": 0.2, "lg.momentum": 0.999,
                 "lg.queue_size": 65536}
 # 400 epochs at batch 1; an epoch of the unpaired set is max(|target train|, |source train|) images
 EPOCH = {"cityscapes-foggy": max(2975, 2975), "sim10k-cityscapes": max(2975, 10000),
