@@ -33,6 +33,16 @@ lane() {  # main method, ablation run name, the SIPE switch the ablation turns o
     train "$ablation" sipe "$s" "$switch" false --trainer.eval_split train
   done
 }
+if [[ "$config" == *pretrained* ]]; then  # the synth:pretrain backbones first (once; each a classify run on both cores)
+  py=${PYTHON:-.venv/bin/python}
+  for arch in resnet_small resnet18; do  # the seed stages' backbone (width 32), DeepLabV3's
+    "$py" -c "from lowlabel.models.weights import resolve_pretrained as r; r('synth:pretrain', arch='$arch', width=32)" \
+      2>/dev/null && continue  # made and finished
+    dir=$("$py" -c "from lowlabel.models.weights import pretrain_cache_dir as d; print(d('full', 0, '$arch', 32))")
+    OMP_NUM_THREADS=2 "$ll" train classify --config configs/classify/synth-full.yaml --model.backbone "$arch" \
+      --run-dir "$dir" --resume auto --no-progress
+  done
+fi
 lane mlcam sipe-nogsc --sipe.use_gsc > "$out.cam_lane.log" 2>&1 &
 a=$!
 lane sipe sipe-nobgproto --sipe.use_bg_prototype > "$out.sipe_lane.log" 2>&1 &
