@@ -52,6 +52,23 @@ def test_translator_shapes_softmax_and_size_check() -> None:
         net(torch.zeros(1, 3, 18, 24))
 
 
+def test_local_global_weights_grow_with_the_stride_of_their_layer() -> None:
+    """DetCo's weights grow with the stage's stride (res2 0.1 ... res5 1.0); LGCL's are mapped the same way onto
+    lg_features: the coarsest tap (E_B's c(4w), H/4) gets 1.0 and G_A's full-resolution logits 0.1."""
+    from lowlabel.losses.lgcl import LG_LAYER_WEIGHTS
+    from lowlabel.methods.cross_domain.lgcl import LocalGlobalConfig
+
+    net = N.AttentionTranslator(width=4, n_blocks=2)
+    with torch.no_grad():
+        strides = [32 // f.shape[-1] for f in net.lg_features(torch.zeros(1, 3, 32, 32))]
+    assert strides == [4, 2, 1, 1]
+    assert LG_LAYER_WEIGHTS == LocalGlobalConfig().layer_weights == (1.0, 0.7, 0.4, 0.1)
+    order = sorted(range(4), key=lambda i: (-strides[i], i))  # coarse to fine, E_B before G_A at equal stride
+    assert [LG_LAYER_WEIGHTS[i] for i in order] == sorted(LG_LAYER_WEIGHTS, reverse=True)
+    # the mask logits are the lightest: the first reading's 1.0 on them flattened the masks (benchmarks/README)
+    assert LG_LAYER_WEIGHTS[3] == min(LG_LAYER_WEIGHTS)
+
+
 def test_small_translator_runs_on_a_shapesworld_image() -> None:
     net = N.AttentionTranslator(width=16, n_blocks=4)
     with torch.no_grad():
