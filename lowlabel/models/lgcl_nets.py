@@ -34,9 +34,9 @@ Open points of the paper, decided here (reference/methods.md, section 1d):
   ``u128``, ``u64`` and ``u10``, the last read as the attention logits before the softmax); which weight goes to which
   is not. They are DetCo's weights, which grow with the stage's stride (res2 -> 0.1 ... res5 -> 1.0), so they are
   mapped by stride here: ``c256`` (H/4) -> 1.0, ``u128`` (H/2) -> 0.7, ``u64`` (H) -> 0.4, ``u10`` (H) -> 0.1.
-  The first reading (0.1 ... 1.0 in the order E_B -> G_A's output, weight 1.0 on the logits) flattened the masks on
-  ShapesWorld: instance discrimination acting on the logits at full weight pushed every pixel's mask towards the
-  same mix of the content maps (benchmarks/README, "LGCL: what L_GA does to the attention generator").
+  The first reading was 0.1 ... 1.0 in the order E_B -> G_A's output. On ShapesWorld the term on the logits flattens
+  the masks towards one mix of the content maps at weight 1.0 and still at 0.1; without it the masks are as without
+  L_GA (benchmarks/README, "LGCL: what L_GA does to the attention generator"). The paper names the layer, so it stays.
 * **Local patch encoding**, as in PIRL and DetCo: each of the 16 patches goes through E_B and G_A on its own (its
   features see only that patch), is average-pooled per layer, and the 16 vectors are concatenated in the shuffled
   order and fed to the local head (16 C -> 256 -> 128). Concatenation is what makes the shuffle matter; a mean over

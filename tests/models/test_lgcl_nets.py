@@ -65,7 +65,7 @@ def test_local_global_weights_grow_with_the_stride_of_their_layer() -> None:
     assert LG_LAYER_WEIGHTS == LocalGlobalConfig().layer_weights == (1.0, 0.7, 0.4, 0.1)
     order = sorted(range(4), key=lambda i: (-strides[i], i))  # coarse to fine, E_B before G_A at equal stride
     assert [LG_LAYER_WEIGHTS[i] for i in order] == sorted(LG_LAYER_WEIGHTS, reverse=True)
-    # the mask logits are the lightest: the first reading's 1.0 on them flattened the masks (benchmarks/README)
+    # the mask logits are the lightest (the first reading gave them 1.0)
     assert LG_LAYER_WEIGHTS[3] == min(LG_LAYER_WEIGHTS)
 
 
