@@ -122,26 +122,28 @@ class SpreadCAM(nn.Module):
         return out
 
 
-def seed_errors(run: Path, split: str, limit: int | None = None) -> dict[str, Any]:
-    """Error shares of the seed PNGs in ``<run>/eval/<split>/seeds`` against the GT masks of the run's data, from
-    the scoring suite's confusion matrix (255 ignored)."""
+def seed_errors(run: Path, split: str, limit: int | None = None, maps: str = "seeds") -> dict[str, Any]:
+    """Error shares of the seed PNGs in ``<run>/eval/<split>/<maps>`` (``seeds``, or the refined ``pseudo`` masks)
+    against the GT masks of the run's data, from the scoring suite's confusion matrix (255 ignored)."""
     from lowlabel.engine.config import load_config_file
     from lowlabel.methods import method_module
     from lowlabel.methods.wsss import common
-    from lowlabel.metrics.semseg import SegEvaluator
+    from lowlabel.metrics.semseg import SegEvaluator, miou_from_confusion
 
     name = json.loads((run / "env.json").read_text())["method"]
     config = load_config_file(method_module(name).CONFIG, run / "config.yaml")
     gt_dir = common.resolve_voc_root(config.data.root) / "SegmentationClass"
     evaluator = SegEvaluator(num_classes=len(common.class_names(config.data)) + 1)
-    for png in sorted((run / "eval" / split / "seeds").glob("*.png"))[:limit]:
+    for png in sorted((run / "eval" / split / maps).glob("*.png"))[:limit]:
         if (gt_dir / png.name).is_file():
             evaluator.update(np.asarray(Image.open(png)), np.asarray(Image.open(gt_dir / png.name)))
     if not evaluator.count:
-        raise SystemExit(f"{run / 'eval' / split / 'seeds'}: no seed PNGs with a GT mask in {gt_dir}")
+        raise SystemExit(f"{run / 'eval' / split / maps}: no PNGs with a GT mask in {gt_dir}")
     conf = evaluator.confusion  # rows GT, columns seed
     obj = max(int(conf[1:].sum()), 1)
-    return {"run": str(run), "method": name, "split": split, "images": evaluator.count,
+    return {"run": str(run), "method": name, "split": split, "maps": maps, "images": evaluator.count,
+            "mIoU": 100 * miou_from_confusion(conf),
+            "object_pixels_per_gt_object_pixel": conf[:, 1:].sum() / obj,
             "object_called_background": conf[1:, 0].sum() / obj,
             "background_called_object_per_object_pixel": conf[0, 1:].sum() / obj,
             "object_called_other_class": (conf[1:, 1:].sum() - np.trace(conf[1:, 1:])) / obj}
@@ -227,6 +229,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, help="a `lowlabel train sipe` run folder")
     parser.add_argument("--errors", type=Path, nargs="+", help="WSSS run folders: error shares of their seed PNGs")
+    parser.add_argument("--maps", choices=("seeds", "pseudo"), default="seeds",
+                        help="with --errors: the seeds or the refined pseudo masks (default seeds)")
     parser.add_argument("--split", default="val", help="a voc/ split with GT masks (default val)")
     parser.add_argument("--limit", type=int, default=200, help="first N images (0 = all)")
     parser.add_argument("--checkpoint", default="last.ckpt")
@@ -238,7 +242,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.errors:
-        result: Any = [seed_errors(run, args.split, args.limit or None) for run in args.errors]
+        result: Any = [seed_errors(run, args.split, args.limit or None, args.maps) for run in args.errors]
     elif args.run:
         overrides = {k: v for k, v in (("bg_alpha", args.bg_alpha), ("bg_iou_weight", args.bg_iou_weight))
                      if v is not None}
