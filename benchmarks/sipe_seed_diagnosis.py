@@ -124,7 +124,9 @@ class SpreadCAM(nn.Module):
 
 def seed_errors(run: Path, split: str, limit: int | None = None, maps: str = "seeds") -> dict[str, Any]:
     """Error shares of the seed PNGs in ``<run>/eval/<split>/<maps>`` (``seeds``, or the refined ``pseudo`` masks)
-    against the GT masks of the run's data, from the scoring suite's confusion matrix (255 ignored)."""
+    against the GT masks of the run's data, from the scoring suite's confusion matrix (255 ignored). ``maps="predict"``
+    runs the run's network (``lowlabel.load(run).predict``, one scale, e.g. a ``seg`` run's DeepLabV3) on the
+    split's images instead."""
     from lowlabel.engine.config import load_config_file
     from lowlabel.methods import method_module
     from lowlabel.methods.wsss import common
@@ -134,6 +136,15 @@ def seed_errors(run: Path, split: str, limit: int | None = None, maps: str = "se
     config = load_config_file(method_module(name).CONFIG, run / "config.yaml")
     gt_dir = common.resolve_voc_root(config.data.root) / "SegmentationClass"
     evaluator = SegEvaluator(num_classes=len(common.class_names(config.data)) + 1)
+    if maps == "predict":
+        import lowlabel
+
+        model = lowlabel.load(run)
+        root = gt_dir.parent
+        ids = (root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()[:limit]
+        for image_id in ids:
+            pred = model.predict(Image.open(root / "JPEGImages" / f"{image_id}.jpg").convert("RGB")).mask
+            evaluator.update(pred.numpy(), np.asarray(Image.open(gt_dir / f"{image_id}.png")))
     for png in sorted((run / "eval" / split / maps).glob("*.png"))[:limit]:
         if (gt_dir / png.name).is_file():
             evaluator.update(np.asarray(Image.open(png)), np.asarray(Image.open(gt_dir / png.name)))
@@ -229,8 +240,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--run", type=Path, help="a `lowlabel train sipe` run folder")
     parser.add_argument("--errors", type=Path, nargs="+", help="WSSS run folders: error shares of their seed PNGs")
-    parser.add_argument("--maps", choices=("seeds", "pseudo"), default="seeds",
-                        help="with --errors: the seeds or the refined pseudo masks (default seeds)")
+    parser.add_argument("--maps", choices=("seeds", "pseudo", "predict"), default="seeds",
+                        help="with --errors: the seeds, the refined pseudo masks, or the network's predictions "
+                        "(e.g. a seg run's DeepLabV3) (default seeds)")
     parser.add_argument("--split", default="val", help="a voc/ split with GT masks (default val)")
     parser.add_argument("--limit", type=int, default=200, help="first N images (0 = all)")
     parser.add_argument("--checkpoint", default="last.ckpt")

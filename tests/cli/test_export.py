@@ -19,6 +19,7 @@ import onnxruntime
 import pytest
 import torch
 import torchvision
+import yaml
 from safetensors.torch import load_file
 
 import lowlabel
@@ -161,6 +162,24 @@ def test_safetensors_round_trip(
         assert torch.equal(again.nets["encoder"].state_dict()[key], value), key
     image = torch.randint(0, 256, (3, 24, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     assert torch.equal(original.predict(image).image, again.predict(image).image)
+
+
+def test_a_seg_run_loads_and_predicts_without_its_seed_stage(trained: Callable[[str], Path], tmp_path: Path) -> None:
+    """The pseudo masks are training data only: a DeepLabV3 run copied elsewhere, or whose sipe / mlcam run is gone,
+    still loads, predicts and evaluates."""
+    run = trained("seg")
+    seed_stage = Path(yaml.safe_load((run / "config.yaml").read_text())["init_from"])
+    image = torch.randint(0, 256, (3, 40, 48), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    before = lowlabel.load(run).predict(image).mask
+    hidden = tmp_path / "hidden"
+    seed_stage.rename(hidden)
+    try:
+        loaded = lowlabel.load(run)
+        assert torch.equal(loaded.predict(image).mask, before)
+        with pytest.raises(FileNotFoundError, match=f"init_from {seed_stage} does not exist"):
+            loaded.method.train_dataset()  # training still needs it, and says so
+    finally:
+        hidden.rename(seed_stage)
 
 
 def test_default_folder_is_inside_the_run(trained: Callable[[str], Path], capsys: pytest.CaptureFixture[str]) -> None:

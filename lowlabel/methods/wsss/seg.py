@@ -111,12 +111,17 @@ class Seg:
         self.config = config
         self.data = common.WSSSData(config.data)
         self.num_classes = self.data.num_classes + 1
-        train = self.data.split(config.data.train_split)
-        ids = [str(i) for i in train.image_ids] if hasattr(train, "image_ids") else \
-            [str(train[i]["image_id"]) for i in range(len(train))]
-        self.pseudo_dir = check_pseudo_dir(pseudo_dir_of(config), ids, config.data.train_split)
         self.model = SegNet(arch=config.model.arch, num_classes=self.num_classes,
                             pretrained_backbone=config.model.pretrained_backbone)
+
+    @functools.cached_property
+    def pseudo_dir(self) -> Path:
+        """The checked pseudo-mask folder. Only training reads it, so a trained run evaluates, predicts and loads
+        (``lowlabel.load``) without its seed-stage run."""
+        train = self.data.split(self.config.data.train_split)
+        ids = [str(i) for i in train.image_ids] if hasattr(train, "image_ids") else \
+            [str(train[i]["image_id"]) for i in range(len(train))]
+        return check_pseudo_dir(pseudo_dir_of(self.config), ids, self.config.data.train_split)
 
     def networks(self) -> dict[str, nn.Module]:
         return {"model": self.model}

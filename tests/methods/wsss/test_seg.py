@@ -62,9 +62,9 @@ def test_pseudo_mask_folder_with_missing_files_is_a_clear_error(tmp_path: Path) 
     pseudo = pseudo_from_gt(root, tmp_path / "pseudo")
     (pseudo / "2007_train002.png").unlink()
     with pytest.raises(DataError, match=r"misses 1 of 4 masks of split 'train', e.g. .*2007_train002.png"):
-        seg.build(small_config(root, pseudo))
+        seg.build(small_config(root, pseudo)).train_dataset()
     with pytest.raises(DataError, match="pseudo-mask folder not found"):
-        seg.build(small_config(root, tmp_path / "nowhere"))
+        seg.build(small_config(root, tmp_path / "nowhere")).train_dataset()
 
 
 def test_predict_writes_masks(tmp_path: Path) -> None:

@@ -44,19 +44,19 @@ def test_init_from_errors_name_the_file_and_what_is_wrong(tmp_path: Path) -> Non
     root = write_fake_voc(tmp_path / "voc")
     cfg = small_config(root, "")
     with pytest.raises(DataError, match="seg needs init_from"):
-        seg.build(cfg)
+        seg.build(cfg).train_dataset()
     with pytest.raises(FileNotFoundError, match=f"init_from {tmp_path / 'nowhere'} does not exist"):
-        seg.build(dataclasses.replace(cfg, init_from=str(tmp_path / "nowhere")))
+        seg.build(dataclasses.replace(cfg, init_from=str(tmp_path / "nowhere"))).train_dataset()
     cam_run = fake_run(tmp_path / "cam-run", "cam")
     with pytest.raises(UserError, match=r"last.ckpt: a run of 'cam'; init_from of seg needs 'sipe' or 'mlcam'"):
-        seg.build(dataclasses.replace(cfg, init_from=str(cam_run)))
+        seg.build(dataclasses.replace(cfg, init_from=str(cam_run))).train_dataset()
     weights = tmp_path / "w.pth"
     torch.save({"a": torch.zeros(1)}, weights)
     with pytest.raises(UserError, match="is not a run folder"):
-        seg.build(dataclasses.replace(cfg, init_from=str(weights)))
+        seg.build(dataclasses.replace(cfg, init_from=str(weights))).train_dataset()
     sipe_run = fake_run(tmp_path / "sipe-run", "sipe")
     with pytest.raises(DataError, match=r"no pseudo masks .* `lowlabel evaluate sipe --ckpt .*sipe-run --split train`"):
-        seg.build(dataclasses.replace(cfg, init_from=str(sipe_run)))
+        seg.build(dataclasses.replace(cfg, init_from=str(sipe_run))).train_dataset()
 
 
 def test_read_stage_accepts_files_that_do_not_name_their_method(tmp_path: Path) -> None:
