@@ -230,31 +230,64 @@ def seed_list(seeds: Sequence[int | None]) -> str:
 UNIT_INTERVAL_METRICS = frozenset({"SSIM", "SSIM_input"})
 
 
+def _cell(stat: dict[str, Any] | None, key: str) -> str:
+    """``mean ± std`` of one row's metric (one decimal; three for :data:`UNIT_INTERVAL_METRICS`; no std for one
+    value), empty when the row lacks it."""
+    if stat is None:
+        return ""
+    digits = 3 if key in UNIT_INTERVAL_METRICS else 1
+    cell = f"{stat['mean']:.{digits}f}"
+    return f"{cell} ± {stat['std']:.{digits}f}" if len(stat["values"]) > 1 else cell
+
+
+def _metric_keys(results: Sequence[dict[str, Any]]) -> list[str]:
+    keys: list[str] = []
+    for result in results:
+        for row in result["rows"]:
+            keys += [k for k in row["metrics"] if k not in keys]
+    return keys
+
+
 def markdown_table(result: dict[str, Any]) -> str:
     """The study as a Markdown table: one column per metric (union, in first-seen order), ``mean ± std`` (one
     decimal; three for :data:`UNIT_INTERVAL_METRICS`), and the seeds; empty cells where a row lacks a metric."""
-    keys: list[str] = []
-    for row in result["rows"]:
-        keys += [k for k in row["metrics"] if k not in keys]
+    keys = _metric_keys([result])
     lines = ["| run | seeds | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for row in result["rows"]:
-        seeds = seed_list(row["seeds"])
-        cells = []
-        for key in keys:
-            stat = row["metrics"].get(key)
-            if stat is None:
-                cells.append("")
-            else:
-                digits = 3 if key in UNIT_INTERVAL_METRICS else 1
-                cell = f"{stat['mean']:.{digits}f}"
-                cells.append(f"{cell} ± {stat['std']:.{digits}f}" if len(stat["values"]) > 1 else cell)
-        lines.append(f"| {row['run']} | {seeds} | " + " | ".join(cells) + " |")
+        cells = [_cell(row["metrics"].get(key), key) for key in keys]
+        lines.append(f"| {row['run']} | {seed_list(row['seeds'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def markdown_comparison(results: Sequence[dict[str, Any]]) -> str:
+    """Studies side by side, e.g. one study in two regimes: one line per run label (first-seen order over the
+    studies; rows are matched by their label), and per metric one column per study; empty cells where a study lacks
+    the row or the metric. The seeds follow in one column per study."""
+    keys = _metric_keys(results)
+    labels: list[str] = []
+    for result in results:
+        labels += [row["run"] for row in result["rows"] if row["run"] not in labels]
+    by_label = [{row["run"]: row for row in result["rows"]} for result in results]
+    columns = [(key, i) for key in keys for i in range(len(results))]
+    head = [f"{key}, {results[i]['study']}" for key, i in columns] + [f"seeds, {r['study']}" for r in results]
+    lines = ["| run | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for label in labels:
+        cells = [_cell(by_label[i][label]["metrics"].get(key) if label in by_label[i] else None, key)
+                 for key, i in columns]
+        cells += [seed_list(rows[label]["seeds"]) if label in rows else "" for rows in by_label]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _provenance(result: dict[str, Any]) -> str:
+    return (f"`{result['command']}` (commit {result['commit'][:7]}, {result['date']}, "
+            f"ShapesWorld {result['shapesworld']})")
 
 
 def render_readme(text: str, results: dict[str, dict[str, Any]]) -> str:
     """``text`` with the block between ``<!-- result:<study> -->`` and ``<!-- /result -->`` replaced by the
-    study's table and its command, for every study in ``results``.
+    study's table and its command, for every study in ``results``. ``<!-- result:<a> vs <b> -->`` puts studies side
+    by side (:func:`markdown_comparison`), each study's command below.
 
     Raises:
         UserError: a marker names a study without a result file, or a marker is not closed.
@@ -266,16 +299,20 @@ def render_readme(text: str, results: dict[str, dict[str, Any]]) -> str:
             out.append(text[pos:])
             return "".join(out)
         head_end = text.index("-->", start) + 3
-        study = text[start + len("<!-- result:"):head_end - 3].strip()
+        studies = [s.strip() for s in text[start + len("<!-- result:"):head_end - 3].split(" vs ")]
         end = text.find("<!-- /result -->", head_end)
         if end < 0:
-            raise UserError(f"README: the block of result {study!r} is not closed with <!-- /result -->")
-        if study not in results:
-            raise UserError(f"README: no benchmarks/results file for study {study!r}")
-        result = results[study]
-        block = (f"\n{markdown_table(result)}\n\n`{result['command']}` (commit {result['commit'][:7]}, "
-                 f"{result['date']}, ShapesWorld {result['shapesworld']})\n")
-        if result.get("source"):
-            block += f"\n{result['source']}\n"
+            raise UserError(f"README: the block of result {' vs '.join(studies)!r} is not closed with <!-- /result -->")
+        missing = [s for s in studies if s not in results]
+        if missing:
+            raise UserError(f"README: no benchmarks/results file for study {missing[0]!r}")
+        chosen = [results[s] for s in studies]
+        if len(chosen) == 1:
+            block = f"\n{markdown_table(chosen[0])}\n\n{_provenance(chosen[0])}\n"
+        else:
+            block = f"\n{markdown_comparison(chosen)}\n\n" + "".join(
+                f"{r['study']}: {_provenance(r)}\n" for r in chosen)
+        for source in dict.fromkeys(r["source"] for r in chosen if r.get("source")):
+            block += f"\n{source}\n"
         out += [text[pos:head_end], block]
         pos = end

@@ -96,6 +96,32 @@ def test_readme_blocks_are_replaced_and_the_rest_kept(tmp_path: Path) -> None:
     assert "ShapesWorld 1.5)\n\nTranscribed from a recorded table.\n<!-- /result -->" in out
 
 
+def test_a_vs_block_puts_studies_side_by_side_matching_rows_by_label(tmp_path: Path) -> None:
+    a = build_result("a", "bash a.sh", [
+        RowSpec("SIPE", "method", [run(tmp_path / "a1", 0, {"mIoU": 20.0}), run(tmp_path / "a2", 1, {"mIoU": 22.0})],
+                ["mIoU"]),
+        RowSpec("CAM", "baseline", [run(tmp_path / "a3", 0, {"mIoU": 30.0})], ["mIoU"])], repo=tmp_path,
+        shapesworld="1.5")
+    b = build_result("b", "bash b.sh", [
+        RowSpec("CAM", "baseline", [run(tmp_path / "b1", 2, {"mIoU": 25.0, "CorLoc": 0.5})], ["mIoU", "CorLoc"]),
+        RowSpec("new", "ablation", [run(tmp_path / "b2", 3, {"mIoU": 1.0})], ["mIoU"])], repo=tmp_path,
+        shapesworld="1.6")
+    a["source"] = b["source"] = "Transcribed."
+    out = render_readme("<!-- result:a vs b -->\n<!-- /result -->", {"a": a, "b": b})
+    assert out.splitlines()[1:8] == [
+        "| run | mIoU, a | mIoU, b | CorLoc, a | CorLoc, b | seeds, a | seeds, b |",
+        "|---|---|---|---|---|---|---|",
+        "| SIPE | 21.0 ± 1.4 |  |  |  | 0, 1 |  |",
+        "| CAM | 30.0 | 25.0 |  | 0.5 | 0 | 2 |",
+        "| new |  | 1.0 |  |  |  | 3 |",
+        "",
+        "a: `bash a.sh` (commit abc123, " + a["date"] + ", ShapesWorld 1.5)",
+    ]
+    assert out.count("Transcribed.") == 1 and render_readme(out, {"a": a, "b": b}) == out
+    with pytest.raises(UserError, match="no benchmarks/results file for study 'c'"):
+        render_readme("<!-- result:a vs c -->\n<!-- /result -->", {"a": a})
+
+
 def test_the_readme_agrees_with_benchmarks_results() -> None:
     """Fails when a result file changed without `python benchmarks/results_readme.py`, or the README was edited by
     hand inside a result block."""
