@@ -60,6 +60,10 @@ pixel affinities that tie an object's marking to its body" "link=../../README.md
 seg_note=()
 [ "$config" = synth-full ] && seg_note=("note=DeepLabV3 inherits its pseudo masks, which are mostly background: a \
 from-scratch backbone lacks the pixel affinities that tie an object's marking to its body" "${note[1]}")
+# from pretrain/, SIPE's pseudo masks lead CAM's but cover less of each object (benchmarks/sipe_seed_diagnosis.py)
+[ "$config" = synth-full-pretrained ] && seg_note=("note=its pseudo masks are the more precise but cover less than \
+half of each object, and DeepLabV3 trained on them calls most object pixels background" \
+"link=../../README.md#wsss-from-the-pretrain-backbone-3-seeds")
 "$py" benchmarks/write_result.py --study "$study" --command "bash benchmarks/studies/wsss_full.sh $out \"$seeds\" $config" \
   --row "SIPE" method "$out/sipe-s*" mIoU pseudo_mIoU CorLoc "${note[@]}" \
   --row "multi-label CAM (background threshold searched on val)" baseline "$out/mlcam-s*" mIoU pseudo_mIoU CorLoc \

@@ -309,10 +309,11 @@ def render_readme(text: str, results: dict[str, dict[str, Any]]) -> str:
         chosen = [results[s] for s in studies]
         if len(chosen) == 1:
             block = f"\n{markdown_table(chosen[0])}\n\n{_provenance(chosen[0])}\n"
-        else:
+            if chosen[0].get("source"):
+                block += f"\n{chosen[0]['source']}\n"
+        else:  # a list: one item per study, its command, then where its numbers come from when it says
             block = f"\n{markdown_comparison(chosen)}\n\n" + "".join(
-                f"{r['study']}: {_provenance(r)}\n" for r in chosen)
-        for source in dict.fromkeys(r["source"] for r in chosen if r.get("source")):
-            block += f"\n{source}\n"
+                f"- {r['study']}: {_provenance(r)}" + (f". {r['source']}" if r.get("source") else "") + "\n"
+                for r in chosen)
         out += [text[pos:head_end], block]
         pos = end

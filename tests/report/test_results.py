@@ -106,18 +106,19 @@ def test_a_vs_block_puts_studies_side_by_side_matching_rows_by_label(tmp_path: P
         RowSpec("CAM", "baseline", [run(tmp_path / "b1", 2, {"mIoU": 25.0, "CorLoc": 0.5})], ["mIoU", "CorLoc"]),
         RowSpec("new", "ablation", [run(tmp_path / "b2", 3, {"mIoU": 1.0})], ["mIoU"])], repo=tmp_path,
         shapesworld="1.6")
-    a["source"] = b["source"] = "Transcribed."
+    a["source"] = "Transcribed."
     out = render_readme("<!-- result:a vs b -->\n<!-- /result -->", {"a": a, "b": b})
-    assert out.splitlines()[1:8] == [
+    assert out.splitlines()[1:9] == [
         "| run | mIoU, a | mIoU, b | CorLoc, a | CorLoc, b | seeds, a | seeds, b |",
         "|---|---|---|---|---|---|---|",
         "| SIPE | 21.0 ± 1.4 |  |  |  | 0, 1 |  |",
         "| CAM | 30.0 | 25.0 |  | 0.5 | 0 | 2 |",
         "| new |  | 1.0 |  |  |  | 3 |",
         "",
-        "a: `bash a.sh` (commit abc123, " + a["date"] + ", ShapesWorld 1.5)",
+        "- a: `bash a.sh` (commit abc123, " + a["date"] + ", ShapesWorld 1.5). Transcribed.",
+        "- b: `bash b.sh` (commit abc123, " + b["date"] + ", ShapesWorld 1.6)",
     ]
-    assert out.count("Transcribed.") == 1 and render_readme(out, {"a": a, "b": b}) == out
+    assert render_readme(out, {"a": a, "b": b}) == out
     with pytest.raises(UserError, match="no benchmarks/results file for study 'c'"):
         render_readme("<!-- result:a vs c -->\n<!-- /result -->", {"a": a})
 
