@@ -119,8 +119,7 @@ class Seg:
         """The checked pseudo-mask folder. Only training reads it, so a trained run evaluates, predicts and loads
         (``lowlabel.load``) without its seed-stage run."""
         train = self.data.split(self.config.data.train_split)
-        ids = [str(i) for i in train.image_ids] if hasattr(train, "image_ids") else \
-            [str(train[i]["image_id"]) for i in range(len(train))]
+        ids = inference.image_ids(train, len(train))
         return check_pseudo_dir(pseudo_dir_of(self.config), ids, self.config.data.train_split)
 
     def networks(self) -> dict[str, nn.Module]:
