@@ -136,18 +136,20 @@ def seed_errors(run: Path, split: str, limit: int | None = None, maps: str = "se
     config = load_config_file(method_module(name).CONFIG, run / "config.yaml")
     gt_dir = common.resolve_voc_root(config.data.root) / "SegmentationClass"
     evaluator = SegEvaluator(num_classes=len(common.class_names(config.data)) + 1)
-    if maps == "predict":
+    if maps == "predict":  # the images and masks as the run's own evaluation reads them
         import lowlabel
 
         model = lowlabel.load(run)
-        root = gt_dir.parent
-        ids = (root / "ImageSets" / "Segmentation" / f"{split}.txt").read_text().split()[:limit]
-        for image_id in ids:
-            pred = model.predict(Image.open(root / "JPEGImages" / f"{image_id}.jpg").convert("RGB")).mask
-            evaluator.update(pred.numpy(), np.asarray(Image.open(gt_dir / f"{image_id}.png")))
-    for png in sorted((run / "eval" / split / maps).glob("*.png"))[:limit]:
-        if (gt_dir / png.name).is_file():
-            evaluator.update(np.asarray(Image.open(png)), np.asarray(Image.open(gt_dir / png.name)))
+        ds = common.WSSSData(config.data).split(split)
+        for i in range(len(ds) if limit is None else min(limit, len(ds))):
+            sample = ds[i]
+            if sample.get("mask") is not None:
+                pred = model.predict(torch.as_tensor(sample["image"])).mask.numpy()
+                evaluator.update(pred, np.asarray(sample["mask"], dtype=np.uint8).reshape(pred.shape))
+    else:
+        for png in sorted((run / "eval" / split / maps).glob("*.png"))[:limit]:
+            if (gt_dir / png.name).is_file():
+                evaluator.update(np.asarray(Image.open(png)), np.asarray(Image.open(gt_dir / png.name)))
     if not evaluator.count:
         raise SystemExit(f"{run / 'eval' / split / maps}: no PNGs with a GT mask in {gt_dir}")
     conf = evaluator.confusion  # rows GT, columns seed
